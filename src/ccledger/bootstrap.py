@@ -1,0 +1,41 @@
+"""The one place that wires settings into a ledger, a price book and the transcript roots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from ccledger.core.pricing import PriceBook
+from ccledger.settings import Settings, claude_config_dirs
+from ccledger.store.ledger import Ledger
+
+
+def build_price_book(settings: Settings) -> PriceBook:
+    return PriceBook.load(
+        settings.price_files,
+        fallback_input=Decimal(settings.fallback_input) if settings.fallback_input else None,
+        fallback_output=Decimal(settings.fallback_output) if settings.fallback_output else None,
+    )
+
+
+@dataclass
+class App:
+    settings: Settings
+    book: PriceBook
+    _ledger: Ledger | None = field(default=None, repr=False)
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            self._ledger = Ledger.open(self.settings.db)
+        return self._ledger
+
+    def transcript_roots(self) -> list[Path]:
+        """Claude config dirs (their ``projects`` folder is read) plus any ``--path`` given."""
+        return [*claude_config_dirs(), *self.settings.extra_paths]
+
+
+def bootstrap(settings: Settings | None = None) -> App:
+    settings = settings or Settings()
+    return App(settings=settings, book=build_price_book(settings))

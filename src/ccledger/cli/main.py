@@ -1,0 +1,307 @@
+"""``ccledger``: the root command, shared options, and the refresh-then-report flow."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ccledger.bootstrap import App
+    from ccledger.sources.transcripts import RefreshStats
+
+app = typer.Typer(
+    name="ccledger",
+    help="See and control what Claude Code costs: a priced ledger of every request, reports, a gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+class _State:
+    db: str | None = None
+    paths: list[Path] = []  # noqa: RUF012 - a per-process singleton
+    verbose: bool = False
+    refresh: bool = True
+
+
+state = _State()
+
+
+@app.callback()
+def _root(
+    db: Annotated[Optional[str], typer.Option("--db", help="Store URL (sqlite:///… or postgresql://…); env CCLEDGER_DB.")] = None,  # noqa: E501, UP045
+    path: Annotated[Optional[list[Path]], typer.Option("--path", help="Another folder of Claude Code transcripts (repeatable).")] = None,  # noqa: E501, UP045
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List skipped lines (file:line) and unreadable files.")] = False,  # noqa: E501
+    no_refresh: Annotated[bool, typer.Option("--no-refresh", help="Report from the ledger without reading new transcript lines.")] = False,  # noqa: E501
+) -> None:
+    state.db = db
+    state.paths = list(path or [])
+    state.verbose = verbose
+    state.refresh = not no_refresh
+
+
+def make_app() -> App:
+    from ccledger.bootstrap import bootstrap
+    from ccledger.core.pricing import PriceBookError
+    from ccledger.settings import Settings
+
+    settings = Settings()
+    if state.db:
+        settings.db = state.db
+    settings.extra_paths = list(state.paths)
+    try:
+        return bootstrap(settings)
+    except PriceBookError as exc:
+        err_console().print(f"[red]error:[/red] price book: {exc}")
+        raise typer.Exit(2) from None
+
+
+def err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def refresh_ledger(app_: App) -> RefreshStats | None:
+    """Read new transcript lines into the ledger, with a progress bar when there is much to read."""
+    if not state.refresh:
+        return None
+    from ccledger.services.history import refresh
+
+    err = err_console()
+    bar: dict[str, object] = {}
+
+    def progress(total: int):  # type: ignore[no-untyped-def]
+        if total < 32 * 1024 * 1024 or not err.is_terminal:
+            return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        prog = Progress("Reading transcripts", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                        console=err, transient=True)
+        prog.start()
+        task = prog.add_task("read", total=total)
+        bar["p"] = prog
+
+        def hook(done: int, _total: int) -> None:
+            prog.update(task, completed=done)
+
+        return hook
+
+    try:
+        stats = refresh(app_.ledger, app_.book, app_.transcript_roots(), progress=progress)
+    finally:
+        if "p" in bar:
+            bar["p"].stop()  # type: ignore[attr-defined]
+    _report_refresh(app_, stats, err)
+    return stats
+
+
+def _report_refresh(app_: App, stats: RefreshStats, err: Console) -> None:
+    if stats.bad_lines:
+        hint = "" if state.verbose else " (--verbose lists them)"
+        err.print(f"[yellow]note:[/yellow] skipped {stats.bad_lines} malformed transcript line(s){hint}")
+    if state.verbose:
+        for bad in stats.bad:
+            err.print(f"  {bad.path}:{bad.line_no}: {bad.reason}", markup=False, highlight=False)
+    for path, error in stats.errors:
+        err.print(f"[yellow]warning:[/yellow] could not read {path}: {error}", highlight=False)
+    _warn_unknown_models(app_, err)
+
+
+def _warn_unknown_models(app_: App, err: Console) -> None:
+    """Say once (ever, per model) that a model was priced at the fallback rate; reports keep flagging it."""
+    from ccledger.store.kv import get_setting, set_setting
+
+    unknown = app_.ledger.unknown_models()
+    if not unknown:
+        return
+    warned = set(get_setting(app_.ledger.engine, "warned_unknown_models") or [])
+    new = sorted(set(unknown) - warned)
+    if not new:
+        return
+    fb = app_.book.fallback
+    for model in new:
+        err.print(
+            f"[yellow]warning:[/yellow] model {model!r} is not in the price book; priced at the fallback "
+            f"${fb.input}/${fb.output} per MTok (add it to a price file: see `ccledger prices --help`)",
+            highlight=False,
+        )
+    set_setting(app_.ledger.engine, "warned_unknown_models", sorted(warned | set(new)))
+
+
+# --- reports -------------------------------------------------------------------------------------------
+
+SinceOpt = Annotated[Optional[str], typer.Option("--since", help="First day (YYYY-MM-DD or YYYYMMDD), inclusive.")]  # noqa: E501, UP045
+UntilOpt = Annotated[Optional[str], typer.Option("--until", help="Last day (YYYY-MM-DD or YYYYMMDD), inclusive.")]  # noqa: E501, UP045
+TzOpt = Annotated[Optional[str], typer.Option("--tz", help="IANA time zone for day boundaries (default: local).")]  # noqa: E501, UP045
+ProjectOpt = Annotated[Optional[str], typer.Option("--project", help="Only projects whose path contains this.")]  # noqa: E501, UP045
+BreakdownOpt = Annotated[bool, typer.Option("--breakdown", "-b", help="One row per model in each period.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON (see README).")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="CSV, one row per period (and model with --breakdown).")]
+
+
+def _parse_day(value: str | None, name: str) -> date | None:
+    if not value:
+        return None
+    v = value.strip()
+    try:
+        if len(v) == 8 and v.isdigit():
+            return date(int(v[:4]), int(v[4:6]), int(v[6:]))
+        return date.fromisoformat(v)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name) from None
+
+
+def _options(since, until, tz, project, breakdown, as_json, as_csv):  # type: ignore[no-untyped-def]
+    from ccledger.cli.reports import ReportOptions
+
+    if as_json and as_csv:
+        raise typer.BadParameter("choose one of --json and --csv")
+    if tz:
+        from ccledger.core.periods import get_zone
+
+        try:
+            get_zone(tz)
+        except Exception:
+            raise typer.BadParameter(f"unknown time zone {tz!r}", param_hint="--tz") from None
+    return ReportOptions(
+        since=_parse_day(since, "--since"), until=_parse_day(until, "--until"), tz=tz, project=project,
+        breakdown=breakdown, json=as_json, csv=as_csv,
+    )
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+def _period_command(period: str):  # type: ignore[no-untyped-def]
+    def command(
+        since: SinceOpt = None, until: UntilOpt = None, tz: TzOpt = None, project: ProjectOpt = None,
+        breakdown: BreakdownOpt = False, as_json: JsonOpt = False, as_csv: CsvOpt = False,
+    ) -> None:
+        from ccledger.cli.reports import run_period_report
+
+        opts = _options(since, until, tz, project, breakdown, as_json, as_csv)
+        a = make_app()
+        refresh_ledger(a)
+        run_period_report(a, period, opts, _console())  # type: ignore[arg-type]
+
+    command.__doc__ = f"Cost and tokens per {'day' if period == 'daily' else period[:-2]}."
+    return command
+
+
+app.command("daily")(_period_command("daily"))
+app.command("weekly")(_period_command("weekly"))
+app.command("monthly")(_period_command("monthly"))
+
+
+@app.command("session")
+def session_cmd(
+    since: SinceOpt = None, until: UntilOpt = None, tz: TzOpt = None, project: ProjectOpt = None,
+    breakdown: BreakdownOpt = False, as_json: JsonOpt = False, as_csv: CsvOpt = False,
+) -> None:
+    """Cost and tokens per Claude Code session (subagents folded into their parent)."""
+    from ccledger.cli.reports import run_session_report
+
+    opts = _options(since, until, tz, project, breakdown, as_json, as_csv)
+    a = make_app()
+    refresh_ledger(a)
+    run_session_report(a, opts, _console())
+
+
+@app.command("blocks")
+def blocks_cmd(
+    since: SinceOpt = None, until: UntilOpt = None, tz: TzOpt = None, project: ProjectOpt = None,
+    breakdown: BreakdownOpt = False, as_json: JsonOpt = False, as_csv: CsvOpt = False,
+    active: Annotated[bool, typer.Option("--active", help="Only the active block, with burn rate and projection.")] = False,  # noqa: E501
+    token_limit: Annotated[Optional[int], typer.Option("--token-limit", help="Show the share of this many tokens used per block.")] = None,  # noqa: E501, UP045
+) -> None:
+    """The 5-hour usage windows subscribers are limited by: active block, burn rate, projected cost."""
+    from ccledger.cli.reports import run_blocks_report
+
+    opts = _options(since, until, tz, project, breakdown, as_json, as_csv)
+    a = make_app()
+    refresh_ledger(a)
+    run_blocks_report(a, opts, _console(), active=active, token_limit=token_limit)
+
+
+@app.command("cost")
+def cost_cmd(
+    session: Annotated[Optional[str], typer.Argument(help="Session id or prefix (default: the latest).")] = None,  # noqa: E501, UP045
+) -> None:
+    """The `/cost` block Claude Code prints, for any session."""
+    from ccledger.cli.reports import run_cost
+
+    a = make_app()
+    refresh_ledger(a)
+    run_cost(a, session, _console())
+
+
+@app.command("refresh")
+def refresh_cmd() -> None:
+    """Read new transcript lines into the ledger without printing a report."""
+    a = make_app()
+    stats = refresh_ledger(a)
+    if stats is not None:
+        err_console().print(
+            f"read {stats.bytes_read:,} bytes from {stats.files_read} of {stats.files_seen} file(s); "
+            f"{stats.records:,} request line(s) kept; ledger holds {a.ledger.count():,} request(s)"
+        )
+
+
+# --- price book ------------------------------------------------------------------------------------------
+
+
+@app.command("prices")
+def prices_cmd(
+    as_json: JsonOpt = False,
+    model: Annotated[Optional[str], typer.Argument(help="Show how one model id resolves.")] = None,  # noqa: UP045
+) -> None:
+    """List the price book (USD per million tokens), or resolve one model id.
+
+    Override or add models and a contract multiplier in ~/.config/ccledger/prices.toml (same format as the
+    shipped book; `multiplier = "0.85"`), or point CCLEDGER_PRICE_FILES at other files. Then run
+    `ccledger reprice`.
+    """
+    from ccledger.cli.prices import print_prices
+
+    a = make_app()
+    print_prices(a, _console(), as_json=as_json, model=model)
+
+
+@app.command("reprice")
+def reprice_cmd() -> None:
+    """Recompute every stored cost from raw token counts (after editing a price file)."""
+    a = make_app()
+    seen, changed = a.ledger.reprice(a.book)
+    err_console().print(f"repriced {seen:,} record(s); {changed:,} changed")
+
+
+def _register_optional() -> None:
+    """Sub-commands from other modules: gateway and identity/limit administration."""
+    from ccledger.cli import admin, gateway_cmd
+
+    app.command("gateway")(gateway_cmd.gateway)
+    app.add_typer(admin.users_app, name="users")
+    app.add_typer(admin.groups_app, name="groups")
+    app.add_typer(admin.keys_app, name="keys")
+    app.add_typer(admin.limits_app, name="limits")
+
+
+try:
+    _register_optional()
+except ImportError as _exc:  # pragma: no cover - only while a module is being written
+    print(f"ccledger: optional commands unavailable: {_exc}", file=sys.stderr)
+
+
+def run() -> None:
+    app()

@@ -1,0 +1,320 @@
+"""In-process counters: the reference backend, for tests and single-process gateways.
+
+Every method is a coroutine that never awaits, so on one event loop each call is atomic without a lock
+(no other task can run between its read and its write). It is NOT thread-safe and NOT shared between
+processes: with several gateway workers each would enforce the caps separately (spend-limits.md §C5), so
+multi-worker deployments need the shared (Redis) backend.
+
+Cost per call is O(items) plus amortised purging: expired leases, forgotten request ids, finished periods
+and refilled buckets each sit in a queue ordered by the time they stop mattering, and a call pops only
+what is due, so nothing is ever scanned.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from ccledger.control.counters.base import (
+    AdmitMode,
+    BucketCheck,
+    BucketDebit,
+    BucketLevel,
+    BucketSpec,
+    CounterState,
+    DuplicateRequestId,
+    ReserveItem,
+    ReserveResult,
+    SettleOutcome,
+    SpendTarget,
+    TakeResult,
+    item_blocks,
+    period_key_end,
+    refill,
+    validate_items,
+)
+
+_EPS = 1e-9  # float refill arithmetic must not turn 1.0 into 0.9999999 and refuse a due request
+
+_SETTLED, _RELEASED, _EXPIRED = "settled", "released", "expired"
+
+
+@dataclass(slots=True)
+class _Slot:
+    spent: int = 0
+    reserved: int = 0
+
+
+@dataclass(slots=True)
+class _Lease:
+    holds: tuple[tuple[SpendTarget, int], ...]
+    expires_at: float
+
+    @property
+    def targets(self) -> tuple[SpendTarget, ...]:
+        return tuple(t for t, _ in self.holds)
+
+
+@dataclass(slots=True)
+class _Finished:
+    state: str
+    targets: tuple[SpendTarget, ...]
+    forget_at: float
+
+
+@dataclass(slots=True)
+class _Bucket:
+    level: float
+    updated_at: float
+    full_at: float
+
+
+class MemoryCounters:
+    """``Counters`` in one process. Timing knobs:
+
+    * ``finished_ttl_s`` / ``max_finished``: how long and how many finished request ids are remembered, so
+      a second settle is recognised as a duplicate and a settle after expiry/release still finds the
+      counters its reservation touched. Past either bound an id is forgotten (a settle then needs targets).
+    * ``period_retention_s``: counters of a period are dropped this long after the period ends; admission
+      only ever reads current periods, and late settles of the previous period still land meanwhile.
+    """
+
+    def __init__(
+        self,
+        *,
+        finished_ttl_s: float = 86_400.0,
+        max_finished: int = 1_000_000,
+        period_retention_s: float = 2 * 86_400.0,
+    ) -> None:
+        if finished_ttl_s <= 0 or max_finished <= 0 or period_retention_s < 0:
+            raise ValueError("finished_ttl_s and max_finished must be > 0, period_retention_s >= 0")
+        self._finished_ttl_s = finished_ttl_s
+        self._max_finished = max_finished
+        self._period_retention_s = period_retention_s
+        self._periods: dict[str, dict[str, _Slot]] = {}
+        self._period_queue: list[tuple[float, str]] = []
+        self._leases: dict[str, _Lease] = {}
+        self._lease_queue: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._finished: OrderedDict[str, _Finished] = OrderedDict()
+        self._buckets: dict[str, _Bucket] = {}
+        self._bucket_queue: list[tuple[float, str]] = []
+        self._last_now = -math.inf
+
+    # -- spend ------------------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        request_id: str,
+        items: Sequence[ReserveItem],
+        ttl_s: float,
+        now: datetime,
+        *,
+        mode: AdmitMode = AdmitMode.FIT,
+    ) -> ReserveResult:
+        validate_items(items)
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be > 0")
+        now_s = self._purge(now)
+        if request_id in self._leases:
+            return ReserveResult(True, tuple(self._state(i.target) for i in items), (), replayed=True)
+        if request_id in self._finished:
+            raise DuplicateRequestId(f"request id {request_id!r} already {self._finished[request_id].state}")
+        states = tuple(self._state(i.target) for i in items)
+        pairs = enumerate(zip(items, states, strict=True))
+        blocked = tuple(n for n, (item, state) in pairs if item_blocks(item, state, mode))
+        if blocked:
+            return ReserveResult(False, states, blocked)
+        for item in items:
+            self._slot(item.target).reserved += item.amount_nanos
+        lease = _Lease(tuple((i.target, i.amount_nanos) for i in items), now_s + ttl_s)
+        self._leases[request_id] = lease
+        heapq.heappush(self._lease_queue, (lease.expires_at, next(self._seq), request_id))
+        return ReserveResult(True, states)
+
+    async def extend(self, request_id: str, ttl_s: float, now: datetime) -> bool:
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be > 0")
+        now_s = self._purge(now)
+        lease = self._leases.get(request_id)
+        if lease is None:
+            return False
+        lease.expires_at = max(lease.expires_at, now_s + ttl_s)
+        # The old queue entry stays; when it pops, the lease's later expiry tells the purge to skip it.
+        heapq.heappush(self._lease_queue, (lease.expires_at, next(self._seq), request_id))
+        return True
+
+    async def settle(
+        self,
+        request_id: str,
+        actual_nanos: int,
+        now: datetime,
+        *,
+        targets: Sequence[SpendTarget] = (),
+    ) -> SettleOutcome:
+        if actual_nanos < 0:
+            raise ValueError("actual_nanos must be >= 0")
+        now_s = self._purge(now)
+        lease = self._leases.pop(request_id, None)
+        if lease is not None:
+            self._drop_holds(lease)
+            self._add(lease.targets, actual_nanos)
+            self._remember(request_id, _SETTLED, lease.targets, now_s)
+            return SettleOutcome.SETTLED
+        finished = self._finished.get(request_id)
+        if finished is not None:
+            if finished.state == _SETTLED:
+                return SettleOutcome.DUPLICATE
+            self._add(finished.targets, actual_nanos)
+            self._remember(request_id, _SETTLED, finished.targets, now_s)
+            return SettleOutcome.LATE
+        if not targets:
+            return SettleOutcome.DROPPED
+        unique = tuple(dict.fromkeys(SpendTarget(*t) for t in targets))
+        self._add(unique, actual_nanos)
+        self._remember(request_id, _SETTLED, unique, now_s)
+        return SettleOutcome.UNKNOWN
+
+    async def release(self, request_id: str, now: datetime | None = None) -> bool:
+        now_s = self._purge(now) if now is not None else self._last_now
+        lease = self._leases.pop(request_id, None)
+        if lease is None:
+            return False
+        self._drop_holds(lease)
+        self._remember(request_id, _RELEASED, lease.targets, now_s)
+        return True
+
+    async def read(self, counter: str, period_key: str, now: datetime | None = None) -> CounterState:
+        if now is not None:
+            self._purge(now)
+        return self._state(SpendTarget(counter, period_key))
+
+    async def seed(self, counter: str, period_key: str, spent_nanos: int) -> None:
+        if spent_nanos < 0:
+            raise ValueError("spent_nanos must be >= 0")
+        self._slot(SpendTarget(counter, period_key)).spent = spent_nanos
+
+    async def add_spent(self, counter: str, period_keys: Sequence[str], nanos: int) -> None:
+        if nanos < 0:
+            raise ValueError("nanos must be >= 0")
+        self._add((SpendTarget(counter, pk) for pk in dict.fromkeys(period_keys)), nanos)
+
+    # -- buckets ----------------------------------------------------------------------------------
+
+    async def take_tokens(
+        self,
+        alternatives: Sequence[Sequence[BucketCheck]],
+        debits: Sequence[BucketDebit],
+        now: datetime,
+    ) -> TakeResult:
+        now_s = self._purge(now)
+        specs = _collect_specs([c.spec for alt in alternatives for c in alt] + [d.spec for d in debits])
+        levels = {key: self._level(spec, now_s) for key, spec in specs.items()}
+        clauses = tuple(all(levels[c.spec.key] + _EPS >= c.min_level for c in alt) for alt in alternatives)
+        admitted = not alternatives or any(clauses)
+        if admitted:
+            for debit in debits:
+                levels[debit.spec.key] -= debit.amount
+            for debit in debits:
+                self._store(specs[debit.spec.key], levels[debit.spec.key], now_s)
+        return TakeResult(admitted, clauses, {k: BucketLevel(specs[k], v, now) for k, v in levels.items()})
+
+    async def debit_tokens(self, debits: Sequence[BucketDebit], now: datetime) -> tuple[BucketLevel, ...]:
+        result = await self.take_tokens((), debits, now)
+        return tuple(result.levels[d.spec.key] for d in debits)
+
+    async def peek_tokens(self, specs: Sequence[BucketSpec], now: datetime) -> tuple[BucketLevel, ...]:
+        now_s = self._purge(now)
+        return tuple(BucketLevel(s, self._level(s, now_s), now) for s in specs)
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _purge(self, now: datetime) -> float:
+        """Pop everything due by ``now``; returns ``now`` as epoch seconds."""
+        now_s = now.timestamp()
+        self._last_now = max(self._last_now, now_s)
+        while self._lease_queue and self._lease_queue[0][0] <= now_s:
+            _, _, rid = heapq.heappop(self._lease_queue)
+            lease = self._leases.get(rid)
+            if lease is not None and lease.expires_at <= now_s:  # else extended: a later entry exists
+                del self._leases[rid]
+                self._drop_holds(lease)
+                self._remember(rid, _EXPIRED, lease.targets, lease.expires_at)
+        while self._finished:
+            rid, first = next(iter(self._finished.items()))
+            if first.forget_at > now_s:
+                break
+            del self._finished[rid]
+        while self._period_queue and self._period_queue[0][0] <= now_s:
+            _, key = heapq.heappop(self._period_queue)
+            self._periods.pop(key, None)
+        while self._bucket_queue and self._bucket_queue[0][0] <= now_s:
+            _, key = heapq.heappop(self._bucket_queue)
+            bucket = self._buckets.get(key)
+            if bucket is not None and bucket.full_at <= now_s:  # else debited since: a later entry exists
+                del self._buckets[key]
+        return now_s
+
+    def _state(self, target: SpendTarget) -> CounterState:
+        slot = self._periods.get(target.period_key, {}).get(target.counter)
+        return CounterState() if slot is None else CounterState(slot.spent, slot.reserved)
+
+    def _slot(self, target: SpendTarget) -> _Slot:
+        group = self._periods.get(target.period_key)
+        if group is None:
+            group = self._periods[target.period_key] = {}
+            end = period_key_end(target.period_key)
+            if end is not None:
+                forget_at = end.timestamp() + self._period_retention_s
+                heapq.heappush(self._period_queue, (forget_at, target.period_key))
+        slot = group.get(target.counter)
+        if slot is None:
+            slot = group[target.counter] = _Slot()
+        return slot
+
+    def _add(self, targets: Iterable[SpendTarget], nanos: int) -> None:
+        for target in targets:
+            self._slot(target).spent += nanos
+
+    def _drop_holds(self, lease: _Lease) -> None:
+        for target, amount in lease.holds:
+            slot = self._periods.get(target.period_key, {}).get(target.counter)
+            if slot is not None:  # None only if the period was already pruned
+                slot.reserved -= amount
+
+    def _remember(self, rid: str, state: str, targets: tuple[SpendTarget, ...], at_s: float) -> None:
+        self._finished[rid] = _Finished(state, targets, at_s + self._finished_ttl_s)
+        self._finished.move_to_end(rid)
+        while len(self._finished) > self._max_finished:
+            self._finished.popitem(last=False)
+
+    def _level(self, spec: BucketSpec, now_s: float) -> float:
+        bucket = self._buckets.get(spec.key)
+        return spec.capacity if bucket is None else refill(bucket.level, bucket.updated_at, spec, now_s)
+
+    def _store(self, spec: BucketSpec, level: float, now_s: float) -> None:
+        """Keep a bucket only while it is below capacity: a missing bucket reads as full."""
+        old = self._buckets.get(spec.key)
+        updated_at = now_s if old is None else max(old.updated_at, now_s)
+        if level >= spec.capacity:
+            self._buckets.pop(spec.key, None)
+            return
+        full_at = math.inf
+        if spec.refill_per_s > 0:
+            full_at = updated_at + (spec.capacity - level) / spec.refill_per_s
+            heapq.heappush(self._bucket_queue, (full_at, spec.key))
+        self._buckets[spec.key] = _Bucket(level, updated_at, full_at)
+
+
+def _collect_specs(specs: Iterable[BucketSpec]) -> dict[str, BucketSpec]:
+    out: dict[str, BucketSpec] = {}
+    for spec in specs:
+        seen = out.setdefault(spec.key, spec)
+        if seen != spec:
+            raise ValueError(f"bucket {spec.key!r} named with two different specs in one call")
+    return out

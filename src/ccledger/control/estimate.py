@@ -1,0 +1,187 @@
+"""Cost estimates made before a request runs, which admission reserves against spend caps.
+
+Two policies, because a cap can be hard or soft (spend-limits.md §C2):
+
+* ``strict`` is an upper bound, so with ``AdmitMode.FIT`` spend never passes the cap. It is priced by the
+  very ``PriceBook.quote`` that prices the settled request, so long-context tiers, fast mode, the US
+  residency multiplier and the book multiplier are all included (a separate estimate formula is how
+  LiteLLM came to ignore the long-context tier, PR LL#40002). Its cost: near the cap a developer is
+  refused while a realistic request would still fit.
+* ``expected`` (default) guesses the previous request's actual cost and is admitted with
+  ``AdmitMode.HEADROOM``: a near-cap developer is not refused because of a large worst case, and spend
+  ends at most one request's cost over the cap when the guesses are not low (see ``AdmitMode``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ccledger.control.counters.base import AdmitMode
+from ccledger.core.pricing import PriceBook
+from ccledger.core.records import TokenCounts
+
+STRICT = "strict"
+EXPECTED = "expected"
+ESTIMATORS = (STRICT, EXPECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    """What the gateway knows about a request before sending it upstream.
+
+    ``body_bytes`` is the size of the JSON body as received; ``max_tokens`` as the client asked (the API
+    requires it; when absent the estimator assumes its ``default_max_tokens``). ``session_id`` is Claude
+    Code's session id when the gateway can see one (``metadata.user_id`` or a header).
+    """
+
+    model: str
+    ts: datetime
+    body_bytes: int
+    max_tokens: int | None = None
+    speed: str | None = None
+    inference_geo: str | None = None
+    service_tier: str | None = None
+    web_search_max_uses: int = 0
+    user_id: str = ""
+    session_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Nano-dollars to reserve and the admission mode the estimate is valid for."""
+
+    nanos: int
+    mode: AdmitMode
+    basis: str  # "strict", "session" or "user": where the number came from (logged with blocks)
+    long_context: bool = False
+
+
+class Estimator(Protocol):
+    def estimate(self, shape: RequestShape) -> Estimate: ...
+
+    def observe(self, user_id: str, session_id: str, actual_nanos: int) -> None:
+        """Feed a settled request's actual cost back (a no-op for estimators that learn nothing)."""
+        ...
+
+
+# Kinds a prompt token can be billed as; the bound takes whichever the book prices highest (1h cache
+# writes in the shipped book, but a user price file may say otherwise).
+_PROMPT_KINDS = ("input", "cache_write_5m", "cache_write_1h", "cache_read")
+
+
+class StrictEstimator:
+    """Upper bound: every body byte billed as a prompt token of the dearest kind, plus ``max_tokens`` output.
+
+    Why bytes bound tokens: a token is at least one byte of the text it encodes, and the JSON body carries
+    every prompt byte plus syntax. ``overhead_tokens`` covers what the API adds to the prompt itself (the
+    tool-use system prompt is a few hundred tokens). Not a bound for images and PDFs whose billed tokens
+    can exceed their base64 size (rare: an image's tokens are far fewer than its bytes); thinking tokens
+    are inside ``max_tokens``. Using the same ``prompt`` total for the tier test as settlement does means
+    a request that settles in the long-context tier is always estimated in it too.
+    """
+
+    def __init__(self, book: PriceBook, *, overhead_tokens: int = 1024, default_max_tokens: int = 128_000):
+        if overhead_tokens < 0 or default_max_tokens <= 0:
+            raise ValueError("overhead_tokens must be >= 0 and default_max_tokens > 0")
+        self.book = book
+        self.overhead_tokens = overhead_tokens
+        self.default_max_tokens = default_max_tokens
+
+    def bound_nanos(self, shape: RequestShape) -> tuple[int, bool]:
+        """The worst-case cost and whether it was priced in the long-context tier."""
+        prompt = max(0, shape.body_bytes) + self.overhead_tokens
+        output = shape.max_tokens if shape.max_tokens is not None else self.default_max_tokens
+        best = (0, False)
+        for kind in _PROMPT_KINDS:
+            tokens = TokenCounts(output=max(0, output), **{kind: prompt})
+            quote = self.book.quote(
+                shape.model,
+                shape.ts,
+                tokens,
+                web_search_requests=max(0, shape.web_search_max_uses),
+                service_tier=shape.service_tier,
+                inference_geo=shape.inference_geo,
+                speed=shape.speed,
+            )
+            best = max(best, (quote.cost_nanos, quote.long_context))
+        return best
+
+    def estimate(self, shape: RequestShape) -> Estimate:
+        nanos, long_context = self.bound_nanos(shape)
+        return Estimate(nanos, AdmitMode.FIT, STRICT, long_context)
+
+    def observe(self, user_id: str, session_id: str, actual_nanos: int) -> None:
+        return None
+
+
+class _LRU:
+    """A dict that forgets its least recently used entries beyond ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> int | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[str, str], value: int) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self._size:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class ExpectedEstimator:
+    """The previous settled request's actual cost in the same session, else the user's last, else strict.
+
+    Why the previous request: Claude Code re-sends a growing conversation, so consecutive requests of a
+    session cost about the same, and the guess errs low only by that growth. Sessions are keyed with
+    their user so a client-chosen session id cannot borrow another developer's history. Memory is two
+    bounded LRU maps (``max_entries`` each); a forgotten session falls back to the user, then to strict.
+    """
+
+    def __init__(self, strict: StrictEstimator, *, max_entries: int = 10_000) -> None:
+        if max_entries <= 0:
+            raise ValueError("max_entries must be > 0")
+        self.strict = strict
+        self._sessions = _LRU(max_entries)
+        self._users = _LRU(max_entries)
+
+    def estimate(self, shape: RequestShape) -> Estimate:
+        if shape.session_id:
+            last = self._sessions.get((shape.user_id, shape.session_id))
+            if last is not None:
+                return Estimate(last, AdmitMode.HEADROOM, "session")
+        if shape.user_id:
+            last = self._users.get(("", shape.user_id))
+            if last is not None:
+                return Estimate(last, AdmitMode.HEADROOM, "user")
+        nanos, long_context = self.strict.bound_nanos(shape)
+        return Estimate(nanos, AdmitMode.HEADROOM, STRICT, long_context)
+
+    def observe(self, user_id: str, session_id: str, actual_nanos: int) -> None:
+        if actual_nanos < 0:
+            raise ValueError("actual_nanos must be >= 0")
+        if session_id:
+            self._sessions.put((user_id, session_id), actual_nanos)
+        if user_id:
+            self._users.put(("", user_id), actual_nanos)
+
+
+def make_estimator(name: str, book: PriceBook, *, max_entries: int = 10_000) -> StrictEstimator | ExpectedEstimator:
+    """The estimator a setting names: ``strict`` or ``expected``."""
+    strict = StrictEstimator(book)
+    if name == STRICT:
+        return strict
+    if name == EXPECTED:
+        return ExpectedEstimator(strict, max_entries=max_entries)
+    raise ValueError(f"unknown estimator {name!r}; expected one of {ESTIMATORS}")

@@ -1,0 +1,95 @@
+"""The usage record: one API request made by Claude Code, whatever source reported it.
+
+Every source (transcripts, gateway, telemetry, Admin API) turns what it sees into these, so reports and
+limits never need to know where a number came from. Raw token counts are always kept, so a record can be
+repriced when the price book changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+
+from ccledger.core.money import from_nanos
+
+SOURCE_TRANSCRIPT = "transcript"
+SOURCE_GATEWAY = "gateway"
+SYNTHETIC_MODEL = "<synthetic>"
+
+
+@dataclass(slots=True, frozen=True)
+class TokenCounts:
+    """The four billed token kinds, with cache writes split by TTL because 1h writes cost 2x input."""
+
+    input: int = 0
+    output: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    cache_read: int = 0
+
+    @property
+    def cache_write(self) -> int:
+        return self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def prompt(self) -> int:
+        """Everything sent to the model: what selects the long-context tier."""
+        return self.input + self.cache_write_5m + self.cache_write_1h + self.cache_read
+
+    @property
+    def total(self) -> int:
+        return self.prompt + self.output
+
+    def __add__(self, other: TokenCounts) -> TokenCounts:
+        return TokenCounts(
+            self.input + other.input,
+            self.output + other.output,
+            self.cache_write_5m + other.cache_write_5m,
+            self.cache_write_1h + other.cache_write_1h,
+            self.cache_read + other.cache_read,
+        )
+
+
+@dataclass(slots=True)
+class UsageRecord:
+    """One priced request. ``dedupe_key`` is what makes every write idempotent across sources and retries."""
+
+    ts: datetime  # tz-aware UTC
+    source: str
+    dedupe_key: str
+    model: str
+    tokens: TokenCounts
+    web_search_requests: int = 0
+    service_tier: str | None = None
+    inference_geo: str | None = None
+    speed: str | None = None
+    session_id: str = ""
+    project: str = ""
+    git_branch: str = ""
+    client_version: str = ""
+    is_sidechain: bool = False
+    agent_id: str = ""
+    user_id: str = ""
+    group_id: str = ""
+    key_id: str = ""
+    workspace: str = ""
+    request_id: str = ""
+    duration_ms: int | None = None
+    lines_added: int = 0
+    lines_removed: int = 0
+    cost_nanos: int | None = None  # None until priced; see core.money for why integers
+    unknown_model: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> Decimal | None:
+        return None if self.cost_nanos is None else from_nanos(self.cost_nanos)
+
+    def priced(self, cost_nanos: int, unknown_model: bool) -> UsageRecord:
+        return replace(self, cost_nanos=cost_nanos, unknown_model=unknown_model)
+
+    @property
+    def completeness(self) -> int:
+        """Larger means more of the request's usage was seen; the most complete duplicate wins."""
+        return self.tokens.total + self.web_search_requests

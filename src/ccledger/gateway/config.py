@@ -1,0 +1,164 @@
+"""Gateway configuration: one TOML file plus ``CCLEDGER_GATEWAY_*`` environment variables.
+
+Precedence (highest first): explicit init values (CLI flags), environment, the TOML file, defaults. The
+upstream credential may be given directly or as the *name* of an environment variable holding it, so the
+TOML file can be committed without a secret in it. Admin keys are hashed as soon as they are loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ccledger.settings import default_data_dir, default_db_url
+
+CONFIG_ENV = "CCLEDGER_GATEWAY_CONFIG"
+
+
+class ModelEntry(BaseModel):
+    """One entry served by ``GET /v1/models`` (Anthropic's list shape)."""
+
+    id: str
+    display_name: str = ""
+    created_at: str = "2025-01-01T00:00:00Z"
+    max_input_tokens: int = 200_000
+    max_tokens: int = 64_000
+
+
+class AdminKey(BaseModel):
+    id: str
+    key: str = Field(min_length=32)
+
+
+class RateLimitConfig(BaseModel):
+    """Per-user and organisation token buckets; ``None`` disables a dimension.
+
+    The ``settings_kv`` entry written by ``ccledger limits plan --apply`` (key ``rate_limits``) overrides
+    these at start-up and on refresh, so an operator can resize limits without editing the file.
+    """
+
+    rpm_per_user: float | None = None
+    tpm_per_user: float | None = None
+    org_rpm: float | None = None
+    org_tpm: float | None = None
+    queue_ms: int = 0  # wait up to this long for a bucket to refill instead of an immediate 429
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CCLEDGER_GATEWAY_", extra="ignore", env_nested_delimiter="__"
+    )
+
+    upstream_url: str = "https://api.anthropic.com"
+    upstream_api_key: str | None = None  # the operator's credential, sent as x-api-key
+    upstream_api_key_env: str | None = "ANTHROPIC_API_KEY"  # or the env var holding it
+    upstream_auth: Literal["x-api-key", "bearer"] = "x-api-key"
+    upstream_sock_read_timeout: float = 600.0  # > Claude Code's 300 s silence window: never cut a live stream
+    upstream_connect_timeout: float = 10.0
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    workers: int = 1
+
+    store_url: str = Field(default_factory=default_db_url)
+    price_files: list[Path] = Field(default_factory=list)
+    fallback_input: str | None = None
+    fallback_output: str | None = None
+
+    fail_mode: Literal["open", "closed"] = "open"
+    estimator: Literal["strict", "expected"] = "expected"
+    spend_check_timeout: float = 2.0
+
+    models: list[ModelEntry] = Field(default_factory=list)
+    admin_read_keys: list[AdminKey] = Field(default_factory=list)
+    admin_write_keys: list[AdminKey] = Field(default_factory=list)
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
+
+    spool_path: Path = Field(default_factory=lambda: default_data_dir() / "gateway-spool.jsonl")
+    spool_replay_seconds: float = 15.0
+    writer_batch: int = 500
+    writer_flush_ms: int = 200
+
+    key_cache_ttl: float = 30.0  # seconds a key lookup is trusted; revocations in-process are immediate
+    limits_refresh_seconds: float = 10.0  # how often caps / rate limits are re-read from the store
+    store_prompts: bool = False  # never true: the gateway does not keep prompts; present to be explicit
+    log_level: str = "INFO"
+
+    @field_validator("store_prompts")
+    @classmethod
+    def _no_prompts(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("store_prompts=true is not supported: the gateway never stores prompts")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    def upstream_credential(self) -> str | None:
+        if self.upstream_api_key:
+            return self.upstream_api_key
+        if self.upstream_api_key_env:
+            return os.environ.get(self.upstream_api_key_env) or None
+        return None
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the file named by ``CCLEDGER_GATEWAY_CONFIG`` (set by ``load_settings``/the CLI)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get(CONFIG_ENV)
+        self._data: dict[str, Any] = {}
+        if path:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+            # Allow a [gateway] table or top-level keys.
+            self._data = dict(raw.get("gateway", raw))
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Settings from ``config`` (or ``$CCLEDGER_GATEWAY_CONFIG``), env vars, then explicit overrides."""
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(Path(config).resolve())
+    return GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+class AdminKeyring:
+    """Admin keys held only as sha256 digests; checked in constant time against every entry."""
+
+    def __init__(self, read: list[AdminKey], write: list[AdminKey]) -> None:
+        self._read = [(k.id, hashlib.sha256(k.key.encode()).digest()) for k in read]
+        self._write = [(k.id, hashlib.sha256(k.key.encode()).digest()) for k in write]
+
+    def check(self, presented: str | None, *, write: bool) -> str | None:
+        """The admin key id for ``presented`` (write keys also grant read), else None."""
+        if not presented:
+            return None
+        digest = hashlib.sha256(presented.encode()).digest()
+        found = None
+        pool = self._write if write else self._write + self._read
+        for key_id, want in pool:
+            if hmac.compare_digest(digest, want) and found is None:
+                found = key_id
+        return found

@@ -1,0 +1,90 @@
+"""Header work on the hot path: what goes upstream, what comes back, and the developer's own limits.
+
+Header names arrive lower-cased from the ASGI server, so every check is a set lookup on bytes. Nothing is
+allowlisted: every ``anthropic-*`` and ``x-claude-code-*`` header reaches the upstream unchanged
+(gateway-protocol.md §2); only hop-by-hop headers and the client's gateway credential are removed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus ones the HTTP client recomputes for the new connection.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+        b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length",
+    }
+)  # fmt: skip
+CLIENT_CREDENTIALS = frozenset({b"x-api-key", b"authorization"})
+_REQ_DROP = HOP_BY_HOP | CLIENT_CREDENTIALS | {b"accept-encoding"}
+# Response: hop-by-hop plus content-length (the ASGI server frames the body itself).
+_RESP_DROP = HOP_BY_HOP
+_UPSTREAM_RL_PREFIX = b"anthropic-ratelimit-"
+
+
+def client_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The gateway credential: ``x-api-key`` or ``Authorization: Bearer`` (apiKeyHelper sends both)."""
+    bearer = None
+    for k, v in headers:
+        if k == b"x-api-key":
+            return v.decode("latin-1").strip() or None
+        if k == b"authorization":
+            val = v.decode("latin-1").strip()
+            if val[:7].lower() == "bearer ":
+                bearer = val[7:].strip() or None
+    return bearer
+
+
+def upstream_request_headers(
+    headers: list[tuple[bytes, bytes]], credential: tuple[str, str] | None
+) -> dict[str, str]:
+    """Client headers minus hop-by-hop and credentials, plus the upstream credential.
+
+    ``accept-encoding`` is pinned to identity: metering must read the usage in the response, and
+    decompressing every relayed chunk would cost more than it saves on a local hop.
+    """
+    out: dict[str, str] = {}
+    for k, v in headers:
+        if k in _REQ_DROP:
+            continue
+        name = k.decode("latin-1")
+        value = v.decode("latin-1")
+        prev = out.get(name)
+        out[name] = value if prev is None else f"{prev}, {value}"
+    out["accept-encoding"] = "identity"
+    if credential is not None:
+        out[credential[0]] = credential[1]
+    return out
+
+
+def downstream_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Upstream response headers minus hop-by-hop and the shared-quota ``anthropic-ratelimit-*``."""
+    return [
+        (k, v)
+        for k, v in ((k.lower(), v) for k, v in raw)
+        if k not in _RESP_DROP and not k.startswith(_UPSTREAM_RL_PREFIX)
+    ]
+
+
+_UA = re.compile(r"claude-cli/([0-9][\w.+-]*)")
+
+
+def client_version(user_agent: str) -> str:
+    """``claude-cli/2.1.239 (external, cli)`` -> ``2.1.239``; other clients -> their first product token."""
+    if not user_agent:
+        return ""
+    m = _UA.search(user_agent)
+    if m:
+        return m.group(1)
+    return user_agent.split(" ", 1)[0][:64]
+
+
+def rfc3339(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def retry_after_seconds(seconds: float) -> bytes:
+    return str(max(1, math.ceil(seconds))).encode()

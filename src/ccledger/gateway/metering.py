@@ -1,0 +1,76 @@
+"""Turn one proxied response into a priced ledger row, attributed to the developer who sent it.
+
+The usage numbers come from ``sources.anthropic_usage`` (shared with the tests); this module adds who,
+which session/agent, which client version, how long, and the price at the response time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ccledger.core.pricing import PriceBook
+from ccledger.core.records import SOURCE_GATEWAY, UsageRecord
+from ccledger.sources.anthropic_usage import Usage
+from ccledger.store.identity import Principal
+from ccledger.store.ledger import PricedRow, price_record
+
+
+@dataclass(slots=True)
+class Attribution:
+    """Request facts read from headers before forwarding (never from the body)."""
+
+    session_id: str = ""
+    agent_id: str = ""
+    parent_agent_id: str = ""
+    client_version: str = ""
+    user_agent: str = ""
+
+
+def build_row(
+    book: PriceBook,
+    *,
+    principal: Principal,
+    attribution: Attribution,
+    usage: Usage,
+    model: str,
+    ts: datetime,
+    message_id: str | None,
+    upstream_request_id: str | None,
+    gateway_request_id: str,
+    duration_ms: int,
+    aborted: bool = False,
+    speed: str | None = None,
+) -> PricedRow:
+    """A priced row. The dedupe key is the upstream message id (``msg_…``), else the upstream
+    ``request-id``, else ours: a retried write or a spool replay then upserts the same row."""
+    dedupe = message_id or upstream_request_id or gateway_request_id
+    extra: dict[str, str] = {}
+    if len(principal.group_ids) > 1:
+        extra["group_ids"] = ",".join(principal.group_ids)
+    if attribution.parent_agent_id:
+        extra["parent_agent_id"] = attribution.parent_agent_id
+    if aborted:
+        extra["aborted"] = "1"
+    rec = UsageRecord(
+        ts=ts,
+        source=SOURCE_GATEWAY,
+        dedupe_key=dedupe,
+        model=model or "unknown",
+        tokens=usage.tokens,
+        web_search_requests=usage.web_search_requests,
+        service_tier=usage.service_tier,
+        inference_geo=usage.inference_geo,
+        speed=usage.speed or speed,
+        session_id=attribution.session_id,
+        client_version=attribution.client_version,
+        is_sidechain=bool(attribution.agent_id),
+        agent_id=attribution.agent_id,
+        user_id=principal.user_id,
+        group_id=principal.group_ids[0] if principal.group_ids else "",
+        key_id=principal.key_id,
+        request_id=upstream_request_id or gateway_request_id,
+        duration_ms=duration_ms,
+        extra=extra,
+    )
+    return price_record(book, rec)

@@ -1,0 +1,1 @@
+"""Use cases that combine sources, the store and the price book (above them, below the CLI/gateway)."""

@@ -1,0 +1,99 @@
+"""Refresh the ledger from local Claude Code history: the step every report runs first.
+
+Files are committed in batches together with their read positions, so an interrupted run loses nothing
+and a second process running at the same time only re-does idempotent upserts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ccledger.core.pricing import PriceBook
+from ccledger.sources.transcripts import (
+    FileScan,
+    FileState,
+    RefreshStats,
+    discover,
+    pending,
+    scan_many,
+    transcript_dirs,
+)
+from ccledger.store.ledger import CodeChange, FileCursor, Ledger, PricedRow, price_record, to_ms
+
+BATCH_RECORDS = 50_000
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
+
+ProgressHook = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+def refresh(
+    ledger: Ledger,
+    book: PriceBook,
+    roots: Iterable[Path],
+    *,
+    workers: int | None = None,
+    progress: Callable[[int], ProgressHook | None] | None = None,
+) -> RefreshStats:
+    """Read every new transcript byte under ``roots`` into ``ledger``.
+
+    ``progress`` is called with the number of bytes to read and may return a hook that is told how
+    far the run has got; the CLI uses it to show a progress bar only when there is much to read.
+    """
+    stats = RefreshStats()
+    stats.dirs = transcript_dirs(roots)
+    files = discover(stats.dirs)
+    stats.files_seen = len(files)
+    known = {
+        path: FileState(c.path, c.identity, c.head_hash, c.size, c.mtime_ns, c.offset, c.line_no, c.bad_lines)
+        for path, c in ledger.cursors().items()
+    }
+    work = list(pending(files, known))
+    total = sum(n for _, _, n in work)
+    hook = progress(total) if progress else None
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1
+
+    done = 0
+    batch_rows: dict[str, PricedRow] = {}
+    batch_changes: list[CodeChange] = []
+    batch_cursors: list[FileCursor] = []
+
+    def flush() -> None:
+        ledger.ingest(list(batch_rows.values()), batch_changes, batch_cursors)
+        batch_rows.clear()
+        batch_changes.clear()
+        batch_cursors.clear()
+
+    def on_file(scan: FileScan | None, nbytes: int) -> None:
+        nonlocal done
+        done += nbytes
+        if hook:
+            hook(done, total)
+
+    for scan in scan_many(work, workers=workers, on_file=on_file):
+        if scan.error:
+            stats.errors.append((scan.state.path, scan.error))
+            continue
+        stats.files_read += 1
+        stats.bytes_read += scan.bytes_read
+        stats.bad_lines += scan.bad_count
+        stats.bad.extend(scan.bad[: max(0, 1000 - len(stats.bad))])
+        stats.records += len(scan.records)
+        for rec in scan.records:
+            prev = batch_rows.get(rec.dedupe_key)
+            # Within a batch keep the most complete copy; across batches the store's upsert does the same.
+            if prev is None or rec.completeness > prev.record.completeness:
+                batch_rows[rec.dedupe_key] = price_record(book, rec)
+        for p in scan.patches:
+            batch_changes.append(CodeChange(p.line_key, p.session_id, to_ms(p.ts), p.added, p.removed))
+        s = scan.state
+        batch_cursors.append(
+            FileCursor(s.path, s.identity, s.head_hash, s.size, s.mtime_ns, s.offset, s.line_no, s.bad_lines)
+        )
+        if len(batch_rows) >= BATCH_RECORDS:
+            flush()
+    if batch_rows or batch_changes or batch_cursors:
+        flush()
+    return stats

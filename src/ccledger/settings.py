@@ -1,0 +1,54 @@
+"""Configuration for the local ledger: one place, from CCLEDGER_* environment variables and flags.
+
+A plain dataclass rather than pydantic-settings: every report starts by building this, and importing
+pydantic costs ~0.2 s, a quarter of a warm ``ccledger daily``. The gateway, a long-running server, uses
+pydantic-settings for its richer TOML configuration (``gateway.config``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("ccledger", appauthor=False))
+
+
+def default_db_url() -> str:
+    return f"sqlite:///{default_data_dir() / 'ledger.db'}"
+
+
+def default_price_files() -> list[Path]:
+    from platformdirs import user_config_dir
+
+    return [Path(user_config_dir("ccledger", appauthor=False)) / "prices.toml"]
+
+
+def claude_config_dirs() -> list[Path]:
+    """Where Claude Code keeps transcripts: CLAUDE_CONFIG_DIR (comma-separated) or the two defaults."""
+    env = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
+    if env:
+        return [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
+    home = Path.home()
+    return [home / ".config" / "claude", home / ".claude"]
+
+
+@dataclass
+class Settings:
+    db: str = field(default_factory=lambda: os.environ.get("CCLEDGER_DB") or default_db_url())
+    price_files: list[Path] = field(default_factory=lambda: _env_paths("CCLEDGER_PRICE_FILES"))
+    # USD/MTok for models the book does not know (never free; default $5/$25)
+    fallback_input: str | None = field(default_factory=lambda: os.environ.get("CCLEDGER_FALLBACK_INPUT"))
+    fallback_output: str | None = field(default_factory=lambda: os.environ.get("CCLEDGER_FALLBACK_OUTPUT"))
+    extra_paths: list[Path] = field(default_factory=list)  # more transcript roots (--path)
+
+
+def _env_paths(name: str) -> list[Path]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default_price_files()
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p]

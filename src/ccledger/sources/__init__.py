@@ -1,0 +1,1 @@
+"""Turn outside data (transcripts, API responses, telemetry) into UsageRecords."""

@@ -1,0 +1,484 @@
+"""Claude Code transcripts (JSON Lines) -> usage records, read incrementally.
+
+Why it is shaped like this:
+- Files only grow while Claude Code writes them, so each file's identity and the offset just past its
+  last complete line are remembered, and a later run reads only the new bytes. A file that shrank, was
+  replaced (new inode) or whose first bytes changed is read again from the start; upserts make that safe.
+- Every line is validated (msgspec skips unknown fields at several GB/s), but only lines holding a usage
+  block or an edit patch are decoded into objects: the megabyte tool results are never materialised.
+- The file is memory-mapped, so a single 100 MB line costs address space, not heap.
+- One API request is one record: lines are keyed by ``message.id`` (falling back to ``requestId``), and
+  the most complete usage wins, here within a run and in the store across runs and files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+
+from ccledger.core.records import SOURCE_TRANSCRIPT, SYNTHETIC_MODEL, TokenCounts, UsageRecord
+
+HEAD_BYTES = 1024
+MAX_BAD_REPORTED = 1000
+_USAGE_MARK = b'"usage":{'
+_PATCH_MARK = b'"structuredPatch"'
+
+
+# --- the parts of a line we read ------------------------------------------------------------------
+
+
+class _CacheCreation(msgspec.Struct):
+    ephemeral_5m_input_tokens: int | None = None
+    ephemeral_1h_input_tokens: int | None = None
+
+
+class _ServerToolUse(msgspec.Struct):
+    web_search_requests: int | None = None
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation: _CacheCreation | None = None
+    server_tool_use: _ServerToolUse | None = None
+    service_tier: str | None = None
+    inference_geo: str | None = None
+    speed: str | None = None
+
+
+class _Message(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    usage: _Usage | None = None
+
+
+class _AssistantLine(msgspec.Struct):
+    type: str | None = None
+    timestamp: str | None = None
+    sessionId: str | None = None
+    cwd: str | None = None
+    gitBranch: str | None = None
+    version: str | None = None
+    isSidechain: bool | None = None
+    isApiErrorMessage: bool | None = None
+    requestId: str | None = None
+    agentId: str | None = None
+    message: _Message | None = None
+
+
+class _Hunk(msgspec.Struct):
+    lines: list[str] = []
+
+
+class _PatchResult(msgspec.Struct):
+    structuredPatch: list[_Hunk] | None = None
+
+
+class _PatchLine(msgspec.Struct):
+    uuid: str | None = None
+    timestamp: str | None = None
+    sessionId: str | None = None
+    toolUseResult: msgspec.Raw | None = None
+
+
+class _Any(msgspec.Struct):
+    """Decoding into a field-less struct validates JSON without building anything."""
+
+
+_validate = msgspec.json.Decoder(_Any).decode
+_decode_assistant = msgspec.json.Decoder(_AssistantLine).decode
+_decode_patch_line = msgspec.json.Decoder(_PatchLine).decode
+_decode_patch = msgspec.json.Decoder(_PatchResult).decode
+
+
+# --- results ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BadLine:
+    path: str
+    line_no: int
+    reason: str
+
+
+@dataclass(slots=True)
+class PatchCount:
+    line_key: str
+    session_id: str
+    ts: datetime
+    added: int
+    removed: int
+
+
+@dataclass(slots=True)
+class FileState:
+    """What is remembered about a file between runs (mirrors ``store.ledger.FileCursor``)."""
+
+    path: str
+    identity: str
+    head_hash: str
+    size: int
+    mtime_ns: int
+    offset: int
+    line_no: int
+    bad_lines: int
+
+
+@dataclass(slots=True)
+class FileScan:
+    state: FileState
+    records: list[UsageRecord] = field(default_factory=list)
+    patches: list[PatchCount] = field(default_factory=list)
+    bad: list[BadLine] = field(default_factory=list)
+    bad_count: int = 0
+    bytes_read: int = 0
+    error: str | None = None
+
+
+# --- discovery ---------------------------------------------------------------------------------------
+
+
+def transcript_dirs(roots: Iterable[Path]) -> list[Path]:
+    """The folders to search: ``<root>/projects`` for config dirs, or the root itself if it has no such
+    folder (so ``--path`` can name a projects folder or any folder of .jsonl files)."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for root in roots:
+        root = root.expanduser()
+        cand = root / "projects" if (root / "projects").is_dir() else root
+        if cand.is_dir():
+            real = os.path.realpath(cand)
+            if real not in seen:
+                seen.add(real)
+                out.append(cand)
+    return out
+
+
+def discover(dirs: Iterable[Path]) -> list[Path]:
+    """Every ``.jsonl`` below the given folders (scandir walk: cheaper than Path.rglob on big trees)."""
+    found: list[Path] = []
+    stack = [str(d) for d in dirs]
+    while stack:
+        top = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.name.endswith(".jsonl") and entry.is_file():
+                            found.append(Path(entry.path))
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    found.sort()
+    return found
+
+
+def _file_context(path: Path) -> tuple[str | None, str | None]:
+    """(parent session id, agent id) for subagent files written at
+    ``<project>/<sessionId>/subagents/agent-<agentId>.jsonl``, which fold into their parent session."""
+    name = path.name
+    if name.startswith("agent-"):
+        agent = name[len("agent-") : -len(".jsonl")]
+        if path.parent.name == "subagents":
+            return path.parent.parent.name, agent
+        return None, agent
+    return None, None
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def _head_hash(mm: mmap.mmap | bytes, n: int) -> str:
+    return f"{n}:{hashlib.sha1(mm[:n]).hexdigest()}"
+
+
+def plan_read(path: Path, prev: FileState | None) -> tuple[FileState, int] | None:
+    """Decide where to start reading ``path``: None when nothing changed since ``prev``."""
+    st = path.stat()
+    identity = f"{st.st_dev}:{st.st_ino}"
+    if prev is not None and prev.identity == identity and prev.size == st.st_size and (
+        prev.mtime_ns == st.st_mtime_ns
+    ):
+        return None
+    state = FileState(str(path), identity, "", st.st_size, st.st_mtime_ns, 0, 0, 0)
+    if prev is not None and prev.identity == identity and st.st_size >= prev.offset:
+        state.head_hash = prev.head_hash
+        state.offset, state.line_no, state.bad_lines = prev.offset, prev.line_no, prev.bad_lines
+        return state, prev.offset
+    return state, 0
+
+
+def scan_file(path: Path, prev: FileState | None) -> FileScan | None:
+    """Read what is new in one file. Never raises for file contents; an OS error is reported."""
+    try:
+        planned = plan_read(path, prev)
+    except OSError as exc:
+        return FileScan(FileState(str(path), "", "", 0, 0, 0, 0, 0), error=str(exc))
+    if planned is None:
+        return None
+    state, start = planned
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            state.size = size
+            if size == 0:
+                state.head_hash, state.offset = "0:", 0
+                return FileScan(state)
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                if start:
+                    n = int(state.head_hash.split(":", 1)[0] or 0)
+                    if n == 0 or _head_hash(mm, n) != state.head_hash:
+                        start = 0  # rewritten in place: read it all again
+                        state.offset = state.line_no = state.bad_lines = 0
+                if start == 0:
+                    state.head_hash = _head_hash(mm, min(HEAD_BYTES, size))
+                scan = FileScan(state)
+                _scan_bytes(mm, start, size, path, scan)
+                return scan
+    except OSError as exc:
+        return FileScan(state, error=str(exc))
+
+
+def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -> None:
+    state = scan.state
+    parent_session, file_agent = _file_context(path)
+    spath = str(path)
+    find = mm.find
+    line_no = state.line_no
+    start_pos = pos
+    while pos < end:
+        nl = find(b"\n", pos, end)
+        if nl == -1:
+            # The last line has no newline yet: take it only if it is already complete JSON, otherwise
+            # Claude Code is still writing it and the next run will see it whole.
+            line = mm[pos:end]
+            if not line.strip():
+                break
+            try:
+                _validate(line)
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                break
+            line_no += 1
+            _handle_line(line, pos, end, mm, spath, line_no, parent_session, file_agent, scan)
+            pos = end
+            break
+        line_no += 1
+        if nl > pos:
+            _handle_line(None, pos, nl, mm, spath, line_no, parent_session, file_agent, scan)
+        pos = nl + 1
+    state.offset = pos
+    state.line_no = line_no
+    state.bad_lines += scan.bad_count
+    scan.bytes_read = pos - start_pos
+
+
+def _handle_line(
+    line: bytes | None,
+    start: int,
+    stop: int,
+    mm: mmap.mmap,
+    path: str,
+    line_no: int,
+    parent_session: str | None,
+    file_agent: str | None,
+    scan: FileScan,
+) -> None:
+    has_usage = mm.find(_USAGE_MARK, start, stop) != -1
+    has_patch = not has_usage and mm.find(_PATCH_MARK, start, stop) != -1
+    if line is None:
+        line = mm[start:stop]
+    if not has_usage and not has_patch:
+        if line.isspace():
+            return
+        try:
+            _validate(line)
+        except msgspec.DecodeError as exc:
+            _bad(scan, path, line_no, _reason(line, exc))
+        return
+    try:
+        if has_usage:
+            rec = _record(_decode_assistant(line), parent_session, file_agent)
+            if isinstance(rec, str):
+                _bad(scan, path, line_no, rec)
+            elif rec is not None:
+                scan.records.append(rec)
+        else:
+            _patch(_decode_patch_line(line), parent_session, scan)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        _bad(scan, path, line_no, _reason(line, exc))
+
+
+def _reason(line: bytes, exc: Exception) -> str:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    return f"not JSON ({exc})" if isinstance(exc, msgspec.DecodeError) else f"unexpected shape ({exc})"
+
+
+def _bad(scan: FileScan, path: str, line_no: int, reason: str) -> None:
+    scan.bad_count += 1
+    if len(scan.bad) < MAX_BAD_REPORTED:
+        scan.bad.append(BadLine(path, line_no, reason))
+
+
+def parse_timestamp(value: str) -> datetime:
+    ts = datetime.fromisoformat(value)
+    if ts.tzinfo is None:
+        raise ValueError("timestamp without a zone")
+    return ts
+
+
+def _record(
+    obj: _AssistantLine, parent_session: str | None, file_agent: str | None
+) -> UsageRecord | str | None:
+    """A record, None for a line that costs nothing by definition, or a reason string for a bad line."""
+    msg = obj.message
+    if msg is None or msg.usage is None:
+        return None if obj.type not in (None, "assistant") else "usage block outside a message"
+    model = msg.model or ""
+    if model == SYNTHETIC_MODEL or obj.isApiErrorMessage:
+        return None
+    if not model:
+        return "assistant line without message.model"
+    if not obj.timestamp:
+        return "assistant line without timestamp"
+    try:
+        ts = parse_timestamp(obj.timestamp)
+    except ValueError:
+        return f"bad timestamp {obj.timestamp[:40]!r}"
+    key = msg.id or obj.requestId
+    if not key:
+        return "assistant line without message.id or requestId"
+    u = msg.usage
+    writes = u.cache_creation_input_tokens or 0
+    cc = u.cache_creation
+    split = cc is not None and (
+        cc.ephemeral_5m_input_tokens is not None or cc.ephemeral_1h_input_tokens is not None
+    )
+    if split:
+        assert cc is not None
+        w1h = cc.ephemeral_1h_input_tokens or 0
+        w5m = cc.ephemeral_5m_input_tokens or 0
+        if w5m + w1h < writes:  # a split that does not cover the total: the rest is 5m (the default TTL)
+            w5m = writes - w1h
+    else:
+        w5m, w1h = writes, 0
+    tokens = TokenCounts(u.input_tokens or 0, u.output_tokens or 0, w5m, w1h, u.cache_read_input_tokens or 0)
+    if min(tokens.input, tokens.output, tokens.cache_write_5m, tokens.cache_write_1h, tokens.cache_read) < 0:
+        return "negative token count"
+    stu = u.server_tool_use
+    return UsageRecord(
+        ts=ts,
+        source=SOURCE_TRANSCRIPT,
+        dedupe_key="msg:" + key,
+        model=model,
+        tokens=tokens,
+        web_search_requests=(stu.web_search_requests or 0) if stu is not None else 0,
+        service_tier=u.service_tier,
+        inference_geo=u.inference_geo,
+        speed=u.speed,
+        session_id=parent_session or obj.sessionId or "",
+        project=obj.cwd or "",
+        git_branch=obj.gitBranch or "",
+        client_version=obj.version or "",
+        is_sidechain=bool(obj.isSidechain) or file_agent is not None,
+        agent_id=obj.agentId or file_agent or "",
+        request_id=obj.requestId or "",
+    )
+
+
+def _patch(obj: _PatchLine, parent_session: str | None, scan: FileScan) -> None:
+    raw = obj.toolUseResult
+    if raw is None or not obj.uuid or not obj.timestamp:
+        return
+    try:
+        result = _decode_patch(raw)
+        ts = parse_timestamp(obj.timestamp)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return  # a tool result of another shape: not an edit
+    added = removed = 0
+    for hunk in result.structuredPatch or ():
+        for text in hunk.lines:
+            if text.startswith("+"):
+                added += 1
+            elif text.startswith("-"):
+                removed += 1
+    if added or removed:
+        session = parent_session or obj.sessionId or ""
+        scan.patches.append(PatchCount("uuid:" + obj.uuid, session, ts, added, removed))
+
+
+# --- whole runs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RefreshStats:
+    files_seen: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    records: int = 0
+    bad_lines: int = 0
+    bad: list[BadLine] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)
+
+
+def pending(files: list[Path], known: dict[str, FileState]) -> Iterator[tuple[Path, FileState | None, int]]:
+    """Files with new bytes, with how many bytes are probably new (for the progress bar)."""
+    for path in files:
+        prev = known.get(str(path))
+        try:
+            st = path.stat()
+        except OSError:
+            yield path, prev, 0
+            continue
+        if prev is not None and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns and (
+            prev.identity == f"{st.st_dev}:{st.st_ino}"
+        ):
+            continue
+        new = st.st_size - prev.offset if prev is not None and st.st_size >= prev.offset else st.st_size
+        yield path, prev, new
+
+
+def scan_many(
+    work: list[tuple[Path, FileState | None, int]],
+    *,
+    workers: int = 1,
+    on_file: Callable[[FileScan | None, int], None] | None = None,
+) -> Iterator[FileScan]:
+    """Scan files, in parallel processes when there is enough to read to pay for starting them."""
+    if workers <= 1 or len(work) < 2:
+        for path, prev, nbytes in work:
+            scan = scan_file(path, prev)
+            if on_file:
+                on_file(scan, nbytes)
+            if scan is not None:
+                yield scan
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    # Largest first so the last file to finish is a small one.
+    order = sorted(work, key=lambda w: -w[2])
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futs = {pool.submit(scan_file, p, prev): n for p, prev, n in order}
+        for fut in cf.as_completed(futs):
+            scan = fut.result()
+            if on_file:
+                on_file(scan, futs[fut])
+            if scan is not None:
+                yield scan

@@ -1,0 +1,156 @@
+"""Price book: relations every entry must satisfy, id forms, modifiers. Expected figures are computed
+here from the published per-MTok prices, not read back from the book under test."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from ccledger.core.money import from_nanos, to_nanos
+from ccledger.core.pricing import PriceBook, PriceBookError, normalise_model_id
+from ccledger.core.records import SYNTHETIC_MODEL, TokenCounts
+
+BOOK = PriceBook.load()
+NOV = datetime(2026, 11, 1, tzinfo=UTC)
+M = Decimal(1_000_000)
+
+
+def usd(tokens: int, per_mtok: str) -> Decimal:
+    return Decimal(tokens) * Decimal(per_mtok) / M
+
+
+@pytest.mark.parametrize("entry", list(BOOK.models.values()), ids=lambda e: e.key)
+def test_cache_multipliers_hold_for_every_model(entry):
+    for period in entry.periods:
+        tiers = [period.base, period.long_context, period.fast]
+        for r in filter(None, tiers):
+            assert r.cache_write_1h == r.input * 2, entry.key
+            if entry.exception:  # the source's own rounding, stated in the entry
+                continue
+            assert r.cache_write_5m == r.input * Decimal("1.25"), entry.key
+            assert r.cache_read == r.input * Decimal("0.1"), entry.key
+        assert entry.source, f"{entry.key} has no source line"
+
+
+@pytest.mark.parametrize("entry", list(BOOK.models.values()), ids=lambda e: e.key)
+def test_long_context_rule_for_every_model(entry):
+    """Only Sonnet 4/4.5 (and Opus 4.6 before the tier ended) have a >200k tier; at exactly 200k the
+    base rate applies, one token more prices the whole request at the long-context rates."""
+    for period in entry.periods:
+        ts = period.start or datetime(2026, 1, 1, tzinfo=UTC)
+        at = TokenCounts(input=100_000, cache_write_5m=50_000, cache_read=50_000, output=1000)
+        over = TokenCounts(input=100_001, cache_write_5m=50_000, cache_read=50_000, output=1000)
+        base = period.base
+        expect_at = usd(100_000, base.input) + usd(50_000, base.cache_write_5m) + usd(50_000, base.cache_read)
+        expect_at += usd(1000, base.output)
+        assert BOOK.quote(entry.key, ts, at).cost == expect_at
+        q = BOOK.quote(entry.key, ts, over)
+        r = period.long_context or base
+        expect_over = usd(100_001, r.input) + usd(50_000, r.cache_write_5m) + usd(50_000, r.cache_read)
+        expect_over += usd(1000, r.output)
+        assert q.cost == expect_over
+        assert q.long_context == (period.long_context is not None)
+    if entry.key in ("claude-sonnet-4", "claude-sonnet-4-5"):
+        lc = entry.periods[0].long_context
+        assert lc is not None and (lc.input, lc.output) == (Decimal(6), Decimal("22.50"))
+
+
+def test_hand_checked_prices():
+    t = TokenCounts
+    assert BOOK.quote("claude-sonnet-4-5", NOV, t(input=100_000)).cost == Decimal("0.3")
+    assert BOOK.quote("claude-sonnet-4-6", NOV, t(input=1_000_000)).cost == Decimal(3)  # 1M at standard
+    assert BOOK.quote("claude-opus-4-8", NOV, t(output=1_000_000)).cost == Decimal(25)
+    assert BOOK.quote("claude-sonnet-5", NOV, t(cache_write_1h=1_000_000)).cost == Decimal(4)
+    assert BOOK.quote("claude-haiku-4-5", NOV, t(cache_read=1_000_000)).cost == Decimal("0.1")
+    # web search: $10 per 1,000
+    assert BOOK.quote("claude-sonnet-4-5", NOV, t(), web_search_requests=3).cost == Decimal("0.03")
+    # batch halves tokens (not web search); US residency x1.1 on 4.6+ only
+    q = BOOK.quote("claude-opus-4-6", NOV, t(input=1000, output=1000), service_tier="batch")
+    assert q.cost == (usd(1000, "5") + usd(1000, "25")) / 2
+    q = BOOK.quote("claude-opus-4-6", NOV, t(input=1000), inference_geo="us", web_search_requests=1)
+    assert q.cost == usd(1000, "5") * Decimal("1.1") + Decimal("0.01")
+    q = BOOK.quote("claude-sonnet-4-5", NOV, t(input=1000), inference_geo="us")
+    assert q.cost == usd(1000, "3")  # Claude 4.5: no residency premium
+
+
+def test_synthetic_is_free_and_unknown_is_never_free():
+    assert BOOK.quote(SYNTHETIC_MODEL, NOV, TokenCounts(input=10**6)).cost_nanos == 0
+    q = BOOK.quote("claude-future-9", NOV, TokenCounts(input=10**6, output=10**6, cache_write_1h=10**6))
+    assert q.unknown and q.model_key is None
+    assert q.cost == Decimal(5) + Decimal(25) + Decimal(10)
+
+
+@pytest.mark.parametrize(
+    ("model", "key"),
+    [
+        ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("claude-3-5-haiku-latest", "claude-3-5-haiku"),
+        ("claude-opus-4-8[1m]", "claude-opus-4-8"),
+        ("sonnet[1m]", "claude-sonnet-5"),
+        ("opus", "claude-opus-5"),
+        ("anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5"),
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5"),
+        ("eu.anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5"),
+        ("apac.anthropic.claude-opus-4-1-20250805-v1:0", "claude-opus-4-1"),
+        ("jp.anthropic.claude-opus-4-6-v1", "claude-opus-4-6"),
+        ("global.anthropic.claude-opus-5", "claude-opus-5"),
+        ("anthropic.claude-haiku-4-5", "claude-haiku-4-5"),
+        ("arn:aws:bedrock:us-east-1:111122223333:inference-profile/us.anthropic.claude-opus-4-5-20251101-v1:0",
+         "claude-opus-4-5"),
+        ("claude-sonnet-4-5@20250929", "claude-sonnet-4-5"),
+        ("claude-opus-4@20250514", "claude-opus-4"),
+        ("bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0", "claude-sonnet-4"),
+        ("Claude-Sonnet-4-6", "claude-sonnet-4-6"),
+    ],
+)
+def test_id_forms_resolve(model, key):
+    entry = BOOK.resolve(model)
+    assert entry is not None, normalise_model_id(model)
+    assert entry.key == key
+
+
+def test_prices_follow_the_record_timestamp():
+    """Opus 4.6's >200k tier applies before its end date and not after."""
+    big = TokenCounts(input=300_000)
+    before = BOOK.quote("claude-opus-4-6", datetime(2026, 3, 1, tzinfo=UTC), big).cost
+    after = BOOK.quote("claude-opus-4-6", datetime(2026, 4, 1, tzinfo=UTC), big).cost
+    assert before == usd(300_000, "10")
+    assert after == usd(300_000, "5")
+
+
+def test_user_file_overrides_adds_and_multiplies(tmp_path: Path):
+    f = tmp_path / "prices.toml"
+    f.write_text(
+        'multiplier = "0.85"\n'
+        "[[models]]\nkey = \"claude-sonnet-4-5\"\nids = [\"claude-sonnet-4-5-20250929\"]\nsource = \"contract\"\n"
+        '[[models.prices]]\ninput = "2"\noutput = "10"\n'
+        "[[models]]\nkey = \"acme-model\"\nids = [\"acme-1\"]\nsource = \"ours\"\n"
+        '[[models.prices]]\ninput = "1"\noutput = "2"\n'
+    )
+    book = PriceBook.load([f])
+    q = book.quote("claude-sonnet-4-5-20250929", NOV, TokenCounts(input=10**6, cache_write_5m=10**6))
+    assert q.cost == (Decimal(2) + Decimal("2.5")) * Decimal("0.85")
+    assert book.quote("acme-1", NOV, TokenCounts(output=10**6)).cost == Decimal(2) * Decimal("0.85")
+    assert not book.quote("acme-1", NOV, TokenCounts()).unknown
+
+
+def test_bad_user_file_is_a_clear_error(tmp_path: Path):
+    f = tmp_path / "prices.toml"
+    f.write_text('multiplier = "-1"\n')
+    with pytest.raises(PriceBookError, match="multiplier"):
+        PriceBook.load([f])
+    f.write_text("[[models]]\nkey = \"x\"\n")
+    with pytest.raises(PriceBookError, match="no"):
+        PriceBook.load([f])
+
+
+def test_money_nanos_round_trip():
+    for s in ("0", "0.000000001", "12.345678901", "1e-9", "99999.5"):
+        d = Decimal(s)
+        assert from_nanos(to_nanos(d)) == d
+    assert to_nanos(Decimal("0.0000000005")) == 0  # half-even
+    assert to_nanos(Decimal("0.0000000015")) == 2
