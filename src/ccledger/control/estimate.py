@@ -177,7 +177,9 @@ class ExpectedEstimator:
             self._users.put(("", user_id), actual_nanos)
 
 
-def make_estimator(name: str, book: PriceBook, *, max_entries: int = 10_000) -> StrictEstimator | ExpectedEstimator:
+def make_estimator(
+    name: str, book: PriceBook, *, max_entries: int = 10_000
+) -> StrictEstimator | ExpectedEstimator:
     """The estimator a setting names: ``strict`` or ``expected``."""
     strict = StrictEstimator(book)
     if name == STRICT:

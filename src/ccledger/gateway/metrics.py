@@ -9,6 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ccledger.core.records import UsageRecord
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -50,3 +52,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def record_usage(self, record: UsageRecord) -> None:
+        t = record.tokens
+        model = record.model
+        tok = self.tokens
+        for kind, n in (
+            ("input", t.input), ("output", t.output), ("cache_write_5m", t.cache_write_5m),
+            ("cache_write_1h", t.cache_write_1h), ("cache_read", t.cache_read),
+        ):  # fmt: skip
+            if n:
+                tok.labels(model, kind).inc(n)
+        if record.cost_nanos:
+            self.cost.labels(model).inc(record.cost_nanos / 1e9)

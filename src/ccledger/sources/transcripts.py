@@ -27,6 +27,10 @@ from ccledger.core.records import SOURCE_TRANSCRIPT, SYNTHETIC_MODEL, TokenCount
 
 HEAD_BYTES = 1024
 MAX_BAD_REPORTED = 1000
+# Lines longer than this that carry no usage (file-history snapshots, huge tool results) are shape-checked
+# in place instead of copied and validated: they can reach hundreds of MB.
+SHAPE_ONLY_BYTES = 8 * 1024 * 1024
+_RELEASE_EVERY = 64 * 1024 * 1024
 _USAGE_MARK = b'"usage":{'
 _PATCH_MARK = b'"structuredPatch"'
 
@@ -258,7 +262,14 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
     find = mm.find
     line_no = state.line_no
     start_pos = pos
+    released = pos - pos % mmap.PAGESIZE
     while pos < end:
+        if pos - released > _RELEASE_EVERY:
+            # Pages already read are file-backed and clean: drop them so a huge file or line does not
+            # accumulate in resident memory.
+            upto = pos - pos % mmap.PAGESIZE
+            mm.madvise(mmap.MADV_DONTNEED, released, upto - released)
+            released = upto
         nl = find(b"\n", pos, end)
         if nl == -1:
             # The last line has no newline yet: take it only if it is already complete JSON, otherwise
@@ -297,6 +308,12 @@ def _handle_line(
 ) -> None:
     has_usage = mm.find(_USAGE_MARK, start, stop) != -1
     has_patch = not has_usage and mm.find(_PATCH_MARK, start, stop) != -1
+    if line is None and not has_usage and stop - start > SHAPE_ONLY_BYTES:
+        head = mm[start : start + 64].lstrip()
+        tail = mm[max(start, stop - 64) : stop].rstrip()
+        if not head.startswith(b"{") or not tail.endswith(b"}"):
+            _bad(scan, path, line_no, "not JSON (an oversized line that is not an object)")
+        return
     if line is None:
         line = mm[start:stop]
     if not has_usage and not has_patch:

@@ -75,6 +75,8 @@ class Principal:
     key_id: str
     user_name: str
     user_email: str
+    # When the key stops working (epoch ms), so a cache of principals can honour expiry without a query.
+    key_expires_ms: int | None = None
 
 
 def hash_key(raw_key: str) -> str:
@@ -509,6 +511,7 @@ class IdentityStore:
                 key_id=row.id,
                 user_name=row.name,
                 user_email=row.email,
+                key_expires_ms=None if row.expires_ms is None else int(row.expires_ms),
             )
 
     # -- spend limits --------------------------------------------------------------------------------

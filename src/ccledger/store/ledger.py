@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, Integer, and_, case, func, select, update
+from sqlalchemy import Engine, and_, case, func, select, update
 from sqlalchemy.engine import Connection
 
 from ccledger.core.pricing import PriceBook
@@ -203,9 +203,7 @@ class Ledger:
         Reports ask for quarter-hour buckets and map them to days in the user's zone in Python, which
         keeps time-zone logic out of SQL (it differs between engines) while scanning each row once.
         """
-        bucket = (usage.c.ts_ms / bucket_ms).cast(Integer) if self.dialect != "sqlite" else (
-            usage.c.ts_ms / bucket_ms
-        )
+        bucket = usage.c.ts_ms // bucket_ms  # floor division on both engines (``/`` is true division)
         group_cols = [usage.c[name] for name in by]
         stmt = select(
             bucket.label("bucket"),

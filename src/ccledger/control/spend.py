@@ -1,0 +1,497 @@
+"""Spend caps: which cap applies to a developer, and admission by reservation against shared counters.
+
+The shape follows Anthropic's gateway (spend-limits.md §A1, §A3): caps per day/week/month on UTC calendar
+boundaries; a per-user override beats the most restrictive group cap, which beats the org default; group
+and org caps are per-seat defaults applied to each member's *own* spend, never pooled. We add caps on an
+API key (scope ``api_key``), enforced on the key's own counter alongside the user's.
+
+Unlike a check of recorded spend, admission here reserves an estimate on every counter/period in one
+atomic step and settlement swaps it for the actual cost, so concurrent requests cannot all slip under a
+cap (§C1, §C3). Counter keys are ``user:<id>`` and ``key:<id>``; period keys come from
+``core.periods.utc_period_key``, so a period "resets" by its key changing (§C7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from ccledger.control.counters.base import (
+    AdmitMode,
+    Counters,
+    CounterState,
+    DuplicateRequestId,
+    ReserveItem,
+    SettleOutcome,
+    SpendTarget,
+    item_blocks,
+)
+from ccledger.core.periods import PERIODS, utc_period, utc_period_key
+
+SCOPE_TYPES = ("organization", "rbac_group", "user", "api_key")
+USER, API_KEY = "user", "api_key"
+GROUP_LIMIT_MODES = ("min", "max")
+NANOS_PER_CENT = 10_000_000
+UNAVAILABLE_MESSAGE = "spend limit unavailable"
+
+
+# --- caps and their resolution ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SpendLimit:
+    """One cap: ``amount_cents`` None is unlimited, 0 blocks everything. ``scope_id`` is the user's OIDC
+    sub, the IdP group name or the key id; None for ``organization``."""
+
+    id: str
+    scope_type: str
+    scope_id: str | None
+    period: str
+    amount_cents: Decimal | None
+
+    def __post_init__(self) -> None:
+        if self.scope_type not in SCOPE_TYPES:
+            raise ValueError(f"{self.id}: scope_type {self.scope_type!r} not in {SCOPE_TYPES}")
+        if self.period not in PERIODS:
+            raise ValueError(f"{self.id}: period {self.period!r} not in {PERIODS}")
+        if (self.scope_type == "organization") != (self.scope_id is None):
+            raise ValueError(f"{self.id}: organization caps have no scope_id, every other scope needs one")
+        if self.amount_cents is not None and self.amount_cents < 0:
+            raise ValueError(f"{self.id}: negative amount")
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveCap:
+    """The cap in force for one period and where it came from (``source_type`` None: no cap anywhere)."""
+
+    amount_cents: Decimal | None
+    source_type: str | None = None
+    limit_id: str | None = None
+
+    @property
+    def cap_nanos(self) -> int | None:
+        """Exact: a cent is 10^7 nano-dollars; a fractional cent below a nano-dollar rounds down."""
+        if self.amount_cents is None:
+            return None
+        return int(self.amount_cents * NANOS_PER_CENT)
+
+
+UNLIMITED = EffectiveCap(None)
+
+
+class CapTable:
+    """Caps indexed by ``(scope_type, scope_id, period)``, so resolving a request is a few dict lookups
+    however many user overrides exist. Immutable: swap a new table in when caps change."""
+
+    def __init__(self, limits: Iterable[SpendLimit] = (), *, group_limit_mode: str = "min") -> None:
+        if group_limit_mode not in GROUP_LIMIT_MODES:
+            raise ValueError(f"group_limit_mode {group_limit_mode!r} not in {GROUP_LIMIT_MODES}")
+        self.group_limit_mode = group_limit_mode
+        self._index: dict[tuple[str, str | None, str], SpendLimit] = {}
+        for limit in limits:
+            key = (limit.scope_type, limit.scope_id, limit.period)
+            if key in self._index:
+                raise ValueError(f"two caps for {key}: {self._index[key].id} and {limit.id}")
+            self._index[key] = limit
+
+    def get(self, scope_type: str, scope_id: str | None, period: str) -> SpendLimit | None:
+        return self._index.get((scope_type, scope_id, period))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+def _cap(limit: SpendLimit) -> EffectiveCap:
+    return EffectiveCap(limit.amount_cents, limit.scope_type, limit.id)
+
+
+def _group_cap(table: CapTable, group_ids: Iterable[str], period: str) -> EffectiveCap | None:
+    """Most (``min``) or least (``max``) restrictive of the user's group caps; None when no group has one.
+    Unlimited counts as infinitely large; ties go to the lowest group id so the answer is stable."""
+    found = [lim for g in sorted(set(group_ids)) if (lim := table.get("rbac_group", g, period)) is not None]
+    if not found:
+        return None
+    def size(lim: SpendLimit) -> Decimal:
+        return Decimal("Infinity") if lim.amount_cents is None else lim.amount_cents
+
+    pick = min if table.group_limit_mode == "min" else max
+    return _cap(pick(found, key=size))
+
+
+@dataclass(frozen=True)
+class ResolvedCaps(Mapping[str, EffectiveCap]):
+    """The caps a principal is held to: as a mapping, the user's cap per period (every period present,
+    ``UNLIMITED`` where none applies); ``key`` holds the API key's own caps the same way."""
+
+    user: Mapping[str, EffectiveCap]
+    key: Mapping[str, EffectiveCap] = field(default_factory=dict)
+
+    def __getitem__(self, period: str) -> EffectiveCap:
+        return self.user[period]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.user)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+
+def resolve_caps(
+    limits: Iterable[SpendLimit] | CapTable,
+    user_id: str,
+    group_ids: Iterable[str] = (),
+    key_id: str | None = None,
+    *,
+    group_limit_mode: str = "min",
+) -> ResolvedCaps:
+    """Per period: the user's override, else the most restrictive of their groups' caps (``max`` mode: the
+    least), else the org default, else unlimited. The first level that has a row wins even if that row is
+    unlimited (an override of ``None`` exempts a user from a group cap). Key caps come from ``api_key``
+    rows only; they do not inherit org or group defaults (a key is not a seat)."""
+    table = limits if isinstance(limits, CapTable) else CapTable(limits, group_limit_mode=group_limit_mode)
+    groups = tuple(group_ids)
+    user: dict[str, EffectiveCap] = {}
+    key: dict[str, EffectiveCap] = {}
+    for period in PERIODS:
+        own = table.get("user", user_id, period)
+        org = table.get("organization", None, period)
+        if own is not None:
+            user[period] = _cap(own)
+        elif (group := _group_cap(table, groups, period)) is not None:
+            user[period] = group
+        elif org is not None:
+            user[period] = _cap(org)
+        else:
+            user[period] = UNLIMITED
+        key_limit = table.get("api_key", key_id, period) if key_id else None
+        key[period] = UNLIMITED if key_limit is None else _cap(key_limit)
+    return ResolvedCaps(user, key)
+
+
+# --- admission -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request is billed to: the developer (OIDC sub), their IdP groups, and the API key used."""
+
+    user_id: str
+    group_ids: tuple[str, ...] = ()
+    key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodUsage:
+    """One capped counter in one period, read atomically with admission (this request excluded)."""
+
+    scope: str  # "user" or "api_key"
+    period: str
+    cap: EffectiveCap
+    cap_nanos: int
+    spent_nanos: int
+    reserved_nanos: int
+    reset_at: datetime  # the UTC boundary where the period's key changes
+
+    @property
+    def used_nanos(self) -> int:
+        return self.spent_nanos + self.reserved_nanos
+
+    @property
+    def fraction(self) -> float:
+        """Utilisation 0..1+ (a zero cap reads as fully used)."""
+        return 1.0 if self.cap_nanos == 0 else self.used_nanos / self.cap_nanos
+
+
+@dataclass(frozen=True, slots=True)
+class CapHit:
+    """A cap that refused the request. ``transient``: it refused only because of other requests still in
+    flight (their settlement may free room before the period resets)."""
+
+    usage: PeriodUsage
+    transient: bool
+
+    @property
+    def period(self) -> str:
+        return self.usage.period
+
+    @property
+    def scope(self) -> str:
+        return self.usage.scope
+
+    @property
+    def reset_at(self) -> datetime:
+        return self.usage.reset_at
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Everything the gateway needs to answer: proceed, or the 429 ``billing_error`` and its headers.
+
+    ``degraded``: the counters failed or timed out and the decision was taken without them (fail-open
+    admits, fail-closed refuses with ``spend limit unavailable``); log it and omit utilisation headers.
+    """
+
+    ok: bool
+    now: datetime
+    usage: tuple[PeriodUsage, ...] = ()
+    blocked: tuple[CapHit, ...] = ()
+    degraded: bool = False
+    error: str | None = None
+    replayed: bool = False
+
+    @property
+    def headline(self) -> CapHit | None:
+        """With several caps exceeded, the one that resets last (§A3): waiting for it frees them all."""
+        if not self.blocked:
+            return None
+        return max(self.blocked, key=lambda h: (h.reset_at, h.scope == USER))
+
+    @property
+    def retry_after_s(self) -> int | None:
+        """Whole seconds to the headline cap's reset (rounded up); None when there is no reset to name."""
+        hit = self.headline
+        if hit is None:
+            return None
+        return max(1, math.ceil((hit.reset_at - self.now).total_seconds()))
+
+    @property
+    def message(self) -> str | None:
+        """``spend limit reached (daily; resets 2026-08-08 00:00 UTC)`` for a block (the gateway appends
+        its configured ``blocked_message``); ``spend limit unavailable`` for a fail-closed refusal."""
+        if self.ok:
+            return None
+        hit = self.headline
+        if hit is None:
+            return UNAVAILABLE_MESSAGE
+        what = "spend limit" if hit.scope == USER else "API key spend limit"
+        return f"{what} reached ({hit.period}; resets {hit.reset_at:%Y-%m-%d %H:%M} UTC)"
+
+    @property
+    def transient(self) -> bool:
+        """Every refusing cap would have admitted without other in-flight reservations."""
+        return bool(self.blocked) and all(h.transient for h in self.blocked)
+
+    @property
+    def fullest(self) -> PeriodUsage | None:
+        """The cap closest to (or furthest past) its limit: what the 75 %/95 % client warnings track."""
+        if self.degraded or not self.usage:
+            return None
+        return max(self.usage, key=lambda u: (u.fraction, u.reset_at))
+
+    @property
+    def utilisation(self) -> dict[str, float]:
+        """Per period, the fraction of the fullest cap (user or key); empty when degraded or uncapped."""
+        if self.degraded:
+            return {}
+        out: dict[str, float] = {}
+        for u in self.usage:
+            out[u.period] = max(out.get(u.period, 0.0), u.fraction)
+        return out
+
+
+def _counter(scope: str, ident: str) -> str:
+    return f"user:{ident}" if scope == USER else f"key:{ident}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    scope: str
+    period: str
+    cap: EffectiveCap
+    item: ReserveItem
+    reset_at: datetime
+
+
+class SpendGuard:
+    """Admission, settlement and release of spend reservations for one gateway.
+
+    Wiring, per ``/v1/messages`` request (``count_tokens`` is never guarded):
+    ``admit`` before going upstream; then exactly one of ``settle`` (any response that may have cost
+    money: success, abort with the streamed floor, upstream error after tokens) or ``release`` (nothing
+    was spent: refused, connection failed) on every exit path; ``extend`` every few minutes during long
+    streams so the lease (``lease_ttl_s``) outlives the request. Both are idempotent, so a ``finally``
+    that calls ``release`` after a ``settle`` is harmless.
+
+    Caps are held in memory (``set_limits`` swaps a new snapshot in when the admin API changes them), so
+    a counter outage never hides which caps apply. Counter calls are bounded by ``timeout_s``; on failure
+    ``fail_open`` decides (§A6, §C6), and a principal with no cap at all is admitted (degraded) either way,
+    since there is nothing to enforce.
+    """
+
+    def __init__(
+        self,
+        counters: Counters,
+        limits: Iterable[SpendLimit] | CapTable = (),
+        *,
+        fail_open: bool = True,
+        timeout_s: float = 2.0,
+        lease_ttl_s: float = 900.0,
+        group_limit_mode: str = "min",
+    ) -> None:
+        if timeout_s <= 0 or lease_ttl_s <= 0:
+            raise ValueError("timeout_s and lease_ttl_s must be > 0")
+        self.counters = counters
+        self.fail_open = fail_open
+        self.timeout_s = timeout_s
+        self.lease_ttl_s = lease_ttl_s
+        self._group_limit_mode = group_limit_mode
+        self._table = CapTable((), group_limit_mode=group_limit_mode)
+        self._background: set[asyncio.Task[None]] = set()
+        self.set_limits(limits)
+
+    def set_limits(self, limits: Iterable[SpendLimit] | CapTable) -> None:
+        """Replace the caps in force (validated first: a bad set leaves the old one in place)."""
+        if not isinstance(limits, CapTable):
+            limits = CapTable(limits, group_limit_mode=self._group_limit_mode)
+        self._table = limits
+
+    def caps_for(self, principal: Principal) -> ResolvedCaps:
+        return resolve_caps(self._table, principal.user_id, principal.group_ids, principal.key_id)
+
+    def _slots(self, principal: Principal, amount_nanos: int, at: datetime) -> list[_Slot]:
+        """Every counter/period the request touches: user and key, each period, capped or not (uncapped
+        periods are still counted so a cap added mid-period starts from the right spend)."""
+        _require_aware(at)
+        caps = self.caps_for(principal)
+        scopes: list[tuple[str, str, Mapping[str, EffectiveCap]]] = [(USER, principal.user_id, caps.user)]
+        if principal.key_id:
+            scopes.append((API_KEY, principal.key_id, caps.key))
+        slots = []
+        for scope, ident, by_period in scopes:
+            for period in PERIODS:
+                cap = by_period[period]
+                key = utc_period_key(period, at)
+                item = ReserveItem(_counter(scope, ident), key, amount_nanos, cap.cap_nanos)
+                slots.append(_Slot(scope, period, cap, item, utc_period(period, at)[1]))
+        return slots
+
+    def targets(self, principal: Principal, at: datetime) -> tuple[SpendTarget, ...]:
+        """The counters a request started at ``at`` is billed to (what ``settle`` falls back to)."""
+        return tuple(s.item.target for s in self._slots(principal, 0, at))
+
+    async def admit(
+        self,
+        request_id: str,
+        principal: Principal,
+        estimate_nanos: int,
+        now: datetime,
+        *,
+        mode: AdmitMode = AdmitMode.FIT,
+    ) -> Admission:
+        """Reserve ``estimate_nanos`` on all the principal's counters for the periods holding ``now``, or
+        refuse naming the caps. Pass the ``Estimate.mode`` of the estimator used (strict → FIT, expected →
+        HEADROOM). Raises only ``DuplicateRequestId`` (a caller bug); store trouble becomes ``degraded``."""
+        if estimate_nanos < 0:
+            raise ValueError("estimate_nanos must be >= 0")
+        slots = self._slots(principal, estimate_nanos, now)
+        try:
+            result = await asyncio.wait_for(
+                self.counters.reserve(request_id, [s.item for s in slots], self.lease_ttl_s, now, mode=mode),
+                self.timeout_s,
+            )
+        except DuplicateRequestId:
+            raise
+        except Exception as exc:
+            return self._unavailable(request_id, slots, now, exc)
+        usage = {}
+        for slot, state in zip(slots, result.states, strict=True):
+            if slot.item.cap_nanos is not None:
+                usage[slot.item.target] = _usage(slot, state)
+        blocked = tuple(
+            CapHit(
+                usage[slots[i].item.target],
+                transient=not item_blocks(slots[i].item, CounterState(result.states[i].spent_nanos), mode),
+            )
+            for i in result.blocked
+        )
+        return Admission(result.admitted, now, tuple(usage.values()), blocked, replayed=result.replayed)
+
+    def _unavailable(
+        self, request_id: str, slots: Sequence[_Slot], now: datetime, exc: Exception
+    ) -> Admission:
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        capped = any(s.item.cap_nanos is not None for s in slots)
+        if self.fail_open or not capped:
+            return Admission(True, now, degraded=True, error=error)
+        # Refused: the gateway will never settle this id, so undo a reservation that may have landed
+        # after the timeout rather than leave it to hold room until its lease expires.
+        self._spawn(self._quiet_release(request_id, now))
+        return Admission(False, now, degraded=True, error=error)
+
+    async def extend(self, request_id: str, now: datetime) -> bool:
+        """Renew the lease of a request still streaming; False if it has none (expired or unknown)."""
+        return await asyncio.wait_for(self.counters.extend(request_id, self.lease_ttl_s, now), self.timeout_s)
+
+    async def settle(
+        self,
+        request_id: str,
+        principal: Principal,
+        actual_nanos: int,
+        now: datetime,
+        *,
+        started_at: datetime | None = None,
+    ) -> SettleOutcome:
+        """Replace the reservation with the actual cost (idempotent). ``started_at`` (the admission time,
+        default ``now``) names the periods to bill if the reservation is unknown, e.g. admitted degraded.
+        Errors and timeouts propagate: the ledger write is the durable record (§C9); log and count them."""
+        targets = self.targets(principal, started_at or now)
+        return await asyncio.wait_for(
+            self.counters.settle(request_id, actual_nanos, now, targets=targets), self.timeout_s
+        )
+
+    async def release(self, request_id: str, now: datetime | None = None) -> bool:
+        """Drop the reservation without spend (idempotent); True if one was held."""
+        return await asyncio.wait_for(self.counters.release(request_id, now), self.timeout_s)
+
+    async def record(self, principal: Principal, nanos: int, ts: datetime) -> None:
+        """Count spend that came without a reservation (e.g. a record ingested from another source)."""
+        by_counter: dict[str, list[str]] = {}
+        for target in self.targets(principal, ts):
+            by_counter.setdefault(target.counter, []).append(target.period_key)
+        for counter, keys in by_counter.items():
+            await asyncio.wait_for(self.counters.add_spent(counter, keys, nanos), self.timeout_s)
+
+    async def usage(self, principal: Principal, now: datetime) -> tuple[PeriodUsage, ...]:
+        """Cap and period-to-date spend for every capped period (the ``/effective`` view)."""
+        out = []
+        for slot in self._slots(principal, 0, now):
+            if slot.item.cap_nanos is None:
+                continue
+            state = await asyncio.wait_for(
+                self.counters.read(slot.item.counter, slot.item.period_key, now), self.timeout_s
+            )
+            out.append(_usage(slot, state))
+        return tuple(out)
+
+    async def _quiet_release(self, request_id: str, now: datetime) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.counters.release(request_id, now), self.timeout_s)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _usage(slot: _Slot, state: CounterState) -> PeriodUsage:
+    assert slot.item.cap_nanos is not None
+    return PeriodUsage(
+        slot.scope,
+        slot.period,
+        slot.cap,
+        slot.item.cap_nanos,
+        state.spent_nanos,
+        state.reserved_nanos,
+        slot.reset_at,
+    )
+
+
+def _require_aware(ts: datetime) -> None:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError("timestamps must be timezone-aware (UTC periods depend on it)")

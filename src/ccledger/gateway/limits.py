@@ -1,0 +1,199 @@
+"""Admission for one request: the spend guard (caps) and the rate limiter (RPM/TPM), wired together.
+
+``Limits.admit`` returns either a ``Rejection`` (the 429 to send) or a ``Ticket`` that the proxy must
+finish on every exit path: ``settle`` once the response reported usage, or ``release`` (a no-op after
+``settle``) from a ``finally``. That pairing is what keeps reservations from leaking (spend-limits.md
+§C3); the counters' leases are the backstop if a worker dies mid-request.
+
+Caps and rate limits live in memory and are reloaded from the store only when ``limits_version`` moves,
+so the request path never queries the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ccledger.control.counters.base import Counters
+from ccledger.control.estimate import RequestShape, make_estimator
+from ccledger.control.spend import Principal as CapPrincipal
+from ccledger.control.spend import SpendGuard
+from ccledger.core.periods import PERIODS, utc_period, utc_period_key
+from ccledger.core.pricing import PriceBook
+from ccledger.core.records import TokenCounts
+from ccledger.gateway.headers import retry_after_seconds
+from ccledger.gateway.ratelimits import RateLimiter, RateTicket
+from ccledger.store.identity import Principal
+from ccledger.store.ledger import Ledger, to_ms
+
+log = logging.getLogger("ccledger.gateway.limits")
+
+
+@dataclass(slots=True)
+class Rejection:
+    status: int
+    err_type: str
+    message: str
+    limit: str  # metrics label: spend | spend_unavailable | rpm | tpm
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class Ticket:
+    """An admitted request's holds: a spend reservation and a rate-limit admission."""
+
+    __slots__ = (
+        "_done", "_headers", "_limits", "cap_principal", "rate", "request_id", "session_id", "started_at",
+        "user_id",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        limits: Limits,
+        request_id: str,
+        cap_principal: CapPrincipal,
+        started_at: datetime,
+        session_id: str,
+        headers: list[tuple[bytes, bytes]],
+        rate: RateTicket | None,
+    ) -> None:
+        self._limits = limits
+        self.request_id = request_id
+        self.cap_principal = cap_principal
+        self.user_id = cap_principal.user_id
+        self.started_at = started_at
+        self.session_id = session_id
+        self._headers = headers
+        self.rate = rate
+        self._done = False
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        return self._headers
+
+    async def settle(self, cost_nanos: int, tokens: TokenCounts) -> None:
+        if self._done:
+            return
+        self._done = True
+        lim = self._limits
+        try:
+            await lim.guard.settle(
+                self.request_id, self.cap_principal, cost_nanos, lim.clock(), started_at=self.started_at
+            )
+        except Exception as exc:  # the ledger row is the durable record; counters catch up at restart
+            log.warning("spend settle failed: %s", type(exc).__name__)
+        lim.estimator.observe(self.user_id, self.session_id, cost_nanos)
+        if self.rate is not None:
+            await lim.rate.settle(self.rate, tokens, lim.clock())
+
+    async def extend(self) -> None:
+        try:
+            await self._limits.guard.extend(self.request_id, self._limits.clock())
+        except Exception as exc:
+            log.warning("spend lease extend failed: %s", type(exc).__name__)
+
+    async def release(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            await self._limits.guard.release(self.request_id, self._limits.clock())
+        except Exception as exc:
+            log.warning("spend release failed: %s", type(exc).__name__)
+
+
+def _unified_headers(adm: Any) -> list[tuple[bytes, bytes]]:
+    """The developer's own cap utilisation (spend-limits.md §A4), so Claude Code can warn at 75%/95%.
+
+    Per capped period ``anthropic-ratelimit-unified-<period>-utilization`` (fraction 0-1) and ``-reset``
+    (epoch seconds), plus the fullest cap as ``-utilization``/``-reset``/``-status``. Exact names used by
+    Anthropic's gateway are unconfirmed; these follow the subscription headers' pattern.
+    """
+    fullest = adm.fullest
+    if fullest is None:
+        return []
+    out: list[tuple[bytes, bytes]] = []
+    seen: dict[str, Any] = {}
+    for u in adm.usage:
+        prev = seen.get(u.period)
+        if prev is None or u.fraction > prev.fraction:
+            seen[u.period] = u
+    for period, u in seen.items():
+        out.append((f"anthropic-ratelimit-unified-{period}-utilization".encode(), f"{u.fraction:.4f}".encode()))
+        out.append((f"anthropic-ratelimit-unified-{period}-reset".encode(), str(int(u.reset_at.timestamp())).encode()))
+    frac = fullest.fraction
+    status = b"allowed" if frac < 0.75 else (b"allowed_warning" if frac < 1 else b"rejected")
+    out.append((b"anthropic-ratelimit-unified-status", status))
+    out.append((b"anthropic-ratelimit-unified-utilization", f"{frac:.4f}".encode()))
+    out.append((b"anthropic-ratelimit-unified-reset", str(int(fullest.reset_at.timestamp())).encode()))
+    out.append((b"anthropic-ratelimit-unified-representative-claim", fullest.period.encode()))
+    return out
+
+
+class Limits:
+    def __init__(
+        self,
+        counters: Counters,
+        book: PriceBook,
+        clock: Callable[[], datetime],
+        *,
+        estimator: str = "expected",
+        fail_open: bool = True,
+        timeout_s: float = 2.0,
+        rate: RateLimiter | None = None,
+    ) -> None:
+        self.counters = counters
+        self.clock = clock
+        self.guard = SpendGuard(counters, (), fail_open=fail_open, timeout_s=timeout_s)
+        self.estimator = make_estimator(estimator, book)
+        self.estimator_name = estimator
+        self.rate = rate if rate is not None else RateLimiter(counters)
+
+    async def seed_from_ledger(self, ledger: Ledger) -> None:
+        """Counters start from recorded spend in the current periods, so a restart forgets nothing."""
+        import asyncio
+
+        now = self.clock()
+        for period in PERIODS:
+            start_ms = to_ms(utc_period(period, now)[0])
+            key = utc_period_key(period, now)
+            for column, prefix in (("user_id", "user:"), ("key_id", "key:")):
+                spent = await asyncio.to_thread(ledger.spend_since, column, start_ms)
+                for ident, nanos in spent.items():
+                    await self.counters.seed(prefix + ident, key, nanos)
+
+    async def admit(
+        self, principal: Principal, model: str | None, max_tokens: int | None, speed: str | None,
+        body_len: int, session_id: str, request_id: str,
+    ) -> Ticket | Rejection:  # fmt: skip
+        now = self.clock()
+        # Rate limits first: they are cheap and refusing there holds no spend reservation.
+        rate_ticket = None
+        rate_headers: list[tuple[bytes, bytes]] = []
+        if self.rate.enabled:
+            verdict = await self.rate.admit(principal.user_id, body_len, max_tokens, now)
+            if isinstance(verdict, Rejection):
+                return verdict
+            rate_ticket = verdict
+            rate_headers = verdict.headers
+        cap_p = CapPrincipal(principal.user_id, principal.group_ids, principal.key_id)
+        shape = RequestShape(
+            model=model or "unknown", ts=now, body_bytes=body_len, max_tokens=max_tokens, speed=speed,
+            user_id=principal.user_id, session_id=session_id,
+        )  # fmt: skip
+        est = self.estimator.estimate(shape)
+        adm = await self.guard.admit(request_id, cap_p, est.nanos, now, mode=est.mode)
+        if adm.degraded:
+            log.warning("spend counters unavailable (%s); fail-%s", adm.error, "open" if adm.ok else "closed")
+        if not adm.ok:
+            if rate_ticket is not None:
+                await self.rate.cancel(rate_ticket, now)
+            headers = [(b"x-should-retry", b"false")]
+            retry = adm.retry_after_s
+            if retry is not None:
+                headers.append((b"retry-after", retry_after_seconds(retry)))
+            headers.extend(_unified_headers(adm))
+            limit = "spend_unavailable" if adm.degraded else "spend"
+            return Rejection(429, "billing_error", adm.message or "spend limit reached", limit, headers)
+        return Ticket(self, request_id, cap_p, now, session_id, _unified_headers(adm) + rate_headers, rate_ticket)

@@ -1,0 +1,324 @@
+"""The hot path: ``POST /v1/messages`` and ``/v1/messages/count_tokens`` as a raw ASGI handler.
+
+Why raw ASGI instead of a framework route: every microsecond here is added latency on every Claude Code
+request. The handler touches only what it must: the header list (credential, attribution), the body bytes
+(passed upstream untouched; a msgspec pass reads just ``model``/``max_tokens``/``stream``), and the
+response (relayed chunk by chunk while an incremental parser picks out usage). Everything else, ledger
+writes included, happens off the request path.
+
+Limits: admission (spend reservation + rate-limit buckets) runs before forwarding; every exit path after
+it either settles (the request ran and was metered) or releases (it failed or never started), see
+``limits.Admission``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import msgspec
+
+from ccledger.gateway.errors import new_request_id, send_error
+from ccledger.gateway.headers import client_key, client_version, downstream_headers, upstream_request_headers
+from ccledger.gateway.metering import Attribution, build_row
+from ccledger.sources.anthropic_usage import StreamMeter, parse_message_json
+
+if TYPE_CHECKING:
+    from ccledger.gateway.limits import Admission
+    from ccledger.gateway.state import GatewayState
+
+log = logging.getLogger("ccledger.gateway")
+
+MESSAGES = "/v1/messages"
+COUNT_TOKENS = "/v1/messages/count_tokens"
+MAX_BODY = 32 * 1024 * 1024  # the API's own limit for Messages and count_tokens
+
+
+class BodyHead(msgspec.Struct):
+    """The few body fields the gateway reads; msgspec skips the rest without building objects."""
+
+    model: str | None = None
+    max_tokens: int | None = None
+    stream: bool | None = None
+    speed: str | None = None
+
+
+_head_decoder = msgspec.json.Decoder(BodyHead)
+
+
+def parse_head(body: bytes) -> BodyHead:
+    try:
+        return _head_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return BodyHead()  # the upstream will answer a malformed body with its own 400
+
+
+async def read_body(receive: Any) -> bytes | None:
+    """The whole request body, or None if the client went away or it exceeds ``MAX_BODY``."""
+    msg = await receive()
+    body = msg.get("body", b"")
+    if not msg.get("more_body", False):
+        return body if msg["type"] == "http.request" else None
+    parts = [body]
+    size = len(body)
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            return None
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        parts.append(chunk)
+        if not msg.get("more_body", False):
+            return b"".join(parts)
+
+
+def _attribution(headers: list[tuple[bytes, bytes]]) -> Attribution:
+    a = Attribution()
+    for k, v in headers:
+        if k.startswith(b"x-claude-code-"):
+            if k == b"x-claude-code-session-id":
+                a.session_id = v.decode("latin-1")[:200]
+            elif k == b"x-claude-code-agent-id":
+                a.agent_id = v.decode("latin-1")[:200]
+            elif k == b"x-claude-code-parent-agent-id":
+                a.parent_agent_id = v.decode("latin-1")[:200]
+        elif k == b"user-agent":
+            a.user_agent = v.decode("latin-1")
+            a.client_version = client_version(a.user_agent)
+    return a
+
+
+class Proxy:
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        path = scope["path"]
+        started = time.perf_counter()
+        route = "messages" if path == MESSAGES else "count_tokens"
+        status = await self._handle(scope, receive, send, metered=path == MESSAGES)
+        self.state.metrics.observe(route, status, time.perf_counter() - started)
+
+    async def _handle(self, scope: dict[str, Any], receive: Any, send: Any, *, metered: bool) -> int:
+        st = self.state
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if scope["method"] != "POST":
+            await send_error(send, 405, "invalid_request_error", f"Method {scope['method']} not allowed")
+            return 405
+        raw_key = client_key(headers)
+        if raw_key is None:
+            await send_error(send, 401, "authentication_error", "missing gateway key (x-api-key or Bearer)")
+            return 401
+        try:
+            principal = await st.keys.lookup(raw_key)
+        except Exception as exc:
+            log.error("key lookup failed: %s", type(exc).__name__)
+            await send_error(send, 503, "api_error", "gateway identity store unavailable")
+            return 503
+        if principal is None:
+            await send_error(send, 401, "authentication_error", "invalid, expired or revoked gateway key")
+            return 401
+        body = await read_body(receive)
+        if body is None:
+            await send_error(send, 413, "request_too_large", "request body too large or incomplete")
+            return 413
+
+        qs = scope.get("query_string", b"")
+        url = st.upstream_base + scope["path"] + ("?" + qs.decode("latin-1") if qs else "")
+        up_headers = upstream_request_headers(headers, st.upstream_credential)
+        if not metered:
+            return await self._forward_plain(url, up_headers, body, send)
+
+        head = parse_head(body)
+        attribution = _attribution(headers)
+        gw_rid = new_request_id()
+        adm_or_reject = await st.limits.admit(principal, head, len(body), attribution, gw_rid)
+        if not hasattr(adm_or_reject, "release"):
+            rej = adm_or_reject
+            st.metrics.rejections.labels(rej.limit).inc()
+            log.info(
+                "limit_reject user=%s key=%s limit=%s", principal.user_id, principal.key_id, rej.limit
+            )
+            await send_error(send, rej.status, rej.err_type, rej.message, gw_rid, rej.headers)
+            return rej.status
+        adm: Admission = adm_or_reject  # type: ignore[assignment]
+        try:
+            return await self._forward_metered(
+                url, up_headers, body, head, principal, attribution, adm, gw_rid, receive, send
+            )
+        finally:
+            # Safe no-op when already settled: a reservation never outlives its request.
+            await adm.release()
+
+    async def _forward_plain(self, url: str, up_headers: dict[str, str], body: bytes, send: Any) -> int:
+        """count_tokens: forwarded as is, never limited or metered (counting is free)."""
+        try:
+            async with self.state.http.post(url, data=body, headers=up_headers) as resp:
+                payload = await resp.read()
+                out = downstream_headers(resp.raw_headers)
+                out.append((b"content-length", str(len(payload)).encode()))
+                await send({"type": "http.response.start", "status": resp.status, "headers": out})
+                await send({"type": "http.response.body", "body": payload})
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("upstream unreachable: %s", type(exc).__name__)
+            await send_error(send, 502, "api_error", "upstream unavailable")
+            return 502
+
+    async def _forward_metered(
+        self,
+        url: str,
+        up_headers: dict[str, str],
+        body: bytes,
+        head: BodyHead,
+        principal: Any,
+        attribution: Attribution,
+        adm: Admission,
+        gw_rid: str,
+        receive: Any,
+        send: Any,
+    ) -> int:
+        st = self.state
+        t0 = time.perf_counter()
+        try:
+            resp = await st.http.post(url, data=body, headers=up_headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("upstream unreachable: %s", type(exc).__name__)
+            await send_error(send, 502, "api_error", "upstream unavailable", gw_rid)
+            return 502
+        try:
+            out = downstream_headers(resp.raw_headers)
+            up_rid = resp.headers.get("request-id")
+            if resp.status != 200:
+                # Upstream errors pass through unmodified; a failed request costs nothing.
+                payload = await resp.read()
+                out.append((b"content-length", str(len(payload)).encode()))
+                await send({"type": "http.response.start", "status": resp.status, "headers": out})
+                await send({"type": "http.response.body", "body": payload})
+                return resp.status
+            out.extend(adm.response_headers())
+            ctype = resp.headers.get("content-type", "")
+            if not ctype.startswith("text/event-stream"):
+                payload = await resp.read()
+                out.append((b"content-length", str(len(payload)).encode()))
+                await send({"type": "http.response.start", "status": 200, "headers": out})
+                await send({"type": "http.response.body", "body": payload})
+                parsed = parse_message_json(payload)
+                if parsed.usage is not None:
+                    await self._meter(
+                        principal, attribution, adm, parsed.usage, parsed.model or head.model or "",
+                        parsed.message_id, up_rid, gw_rid, t0, head, aborted=False,
+                    )  # fmt: skip
+                return 200
+            return await self._relay_stream(
+                resp, out, principal, attribution, adm, gw_rid, up_rid, head, t0, receive, send
+            )
+        finally:
+            resp.release()
+
+    async def _relay_stream(
+        self,
+        resp: aiohttp.ClientResponse,
+        out: list[tuple[bytes, bytes]],
+        principal: Any,
+        attribution: Attribution,
+        adm: Admission,
+        gw_rid: str,
+        up_rid: str | None,
+        head: BodyHead,
+        t0: float,
+        receive: Any,
+        send: Any,
+    ) -> int:
+        meter = StreamMeter()
+        aborted = False
+        upstream_cut = False
+
+        async def watch() -> None:
+            # After the body is read, the next ASGI message is the client's disconnect.
+            nonlocal aborted
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    aborted = True
+                    resp.close()  # stop reading and free the upstream connection at once
+                    return
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": out})
+            async for chunk in resp.content.iter_any():
+                meter.feed(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if aborted:
+                    break
+            if not aborted:
+                await send({"type": "http.response.body", "body": b""})
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            if not aborted:
+                upstream_cut = True
+                log.warning("upstream stream cut: %s", type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
+        meter.feed(b"\n")
+        if meter.error_type is not None or (upstream_cut and not meter.saw_final_usage):
+            # The upstream failed the request mid-stream: failed requests cost nothing.
+            log.info("stream error user=%s type=%s", principal.user_id, meter.error_type or "cut")
+            return 200
+        usage = meter.usage(aborted=aborted)
+        if usage is None:  # ended before message_start: nothing ran that we could bill
+            return 499 if aborted else 200
+        await self._meter(
+            principal, attribution, adm, usage, meter.model or head.model or "", meter.message_id, up_rid,
+            gw_rid, t0, head, aborted=aborted and not meter.finished,
+        )  # fmt: skip
+        return 499 if aborted else 200
+
+    async def _meter(
+        self,
+        principal: Any,
+        attribution: Attribution,
+        adm: Admission,
+        usage: Any,
+        model: str,
+        message_id: str | None,
+        up_rid: str | None,
+        gw_rid: str,
+        t0: float,
+        head: BodyHead,
+        *,
+        aborted: bool,
+    ) -> None:
+        st = self.state
+        row = build_row(
+            st.book,
+            principal=principal,
+            attribution=attribution,
+            usage=usage,
+            model=model,
+            ts=st.clock(),
+            message_id=message_id,
+            upstream_request_id=up_rid,
+            gateway_request_id=gw_rid,
+            duration_ms=int((time.perf_counter() - t0) * 1000),
+            aborted=aborted,
+            speed=head.speed,
+        )
+        cost = row.record.cost_nanos or 0
+        await adm.settle(cost, usage.tokens)
+        st.writer.submit(row)
+        st.metrics.record_usage(row.record)
+        log.info(
+            "metered user=%s key=%s session=%s model=%s cost_nanos=%d in=%d out=%d cw=%d cr=%d%s",
+            principal.user_id, principal.key_id, attribution.session_id, model, cost, usage.tokens.input,
+            usage.tokens.output, usage.tokens.cache_write, usage.tokens.cache_read,
+            " aborted" if aborted else "",
+        )  # fmt: skip

@@ -1,0 +1,208 @@
+"""Transcript reading: incremental offsets, rewritten files, partial last lines, huge lines, bad bytes,
+two processes at once, and arbitrary bytes (hypothesis). Expected numbers are written out by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ccledger.core.pricing import PriceBook
+from ccledger.services.history import refresh
+from ccledger.sources.transcripts import scan_file
+from ccledger.store.ledger import Ledger
+
+BOOK = PriceBook.load()
+
+
+def line(msg_id: str, output: int = 100, *, req: str | None = "auto", model: str = "claude-sonnet-4-5",
+         ts: str = "2026-11-20T10:00:00.000Z", session: str = "s1", **extra) -> str:
+    obj = {"type": "assistant", "timestamp": ts, "sessionId": session, "cwd": "/home/a/proj",
+           "version": "2.1.0", "message": {"id": msg_id, "model": model, "usage": {
+               "input_tokens": 1000, "output_tokens": output, "cache_creation_input_tokens": 0,
+               "cache_read_input_tokens": 0}}}
+    if req:
+        obj["requestId"] = "req_" + msg_id if req == "auto" else req
+    obj.update(extra)
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def cost_usd(n_requests: int, outputs: int) -> float:
+    """Sonnet 4.5: $3 per MTok input (1,000 per request), $15 per MTok output."""
+    return n_requests * 1000 * 3 / 1e6 + outputs * 15 / 1e6
+
+
+def setup(tmp_path: Path) -> tuple[Path, Path, Ledger]:
+    root = tmp_path / "claude"
+    proj = root / "projects" / "-home-a-proj"
+    proj.mkdir(parents=True)
+    return root, proj, Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+
+
+def summary(ledger: Ledger) -> tuple[int, int]:
+    rows = ledger.rollup(bucket_ms=86_400_000)
+    return sum(r.requests for r in rows), sum(r.tokens.output for r in rows)
+
+
+def test_incremental_reads_only_new_bytes(tmp_path):
+    root, proj, ledger = setup(tmp_path)
+    f = proj / "s1.jsonl"
+    f.write_text(line("m1") + "\n" + line("m2") + "\n")
+    s1 = refresh(ledger, BOOK, [root])
+    assert (s1.files_read, s1.records) == (1, 2)
+    size1 = f.stat().st_size
+    with f.open("a") as fh:
+        fh.write(line("m3", 7) + "\n")
+    s2 = refresh(ledger, BOOK, [root])
+    assert s2.bytes_read == f.stat().st_size - size1
+    assert summary(ledger) == (3, 207)
+    s3 = refresh(ledger, BOOK, [root])
+    assert (s3.files_read, s3.bytes_read) == (0, 0)
+
+
+def test_duplicate_lines_keep_the_most_complete_usage(tmp_path):
+    root, proj, ledger = setup(tmp_path)
+    # one streamed message written as three lines; the last carries the final output count
+    (proj / "s1.jsonl").write_text("\n".join([line("m1", 3), line("m1", 40), line("m1", 500)]) + "\n")
+    # a resumed session copies the message into another file; /btw replays it with a new requestId
+    (proj / "s2.jsonl").write_text(line("m1", 500) + "\n" + line("m1", 500, req="req_other", isSidechain=True)
+                                   + "\n" + line("m9", 1, req=None) + "\n")
+    refresh(ledger, BOOK, [root])
+    assert summary(ledger) == (2, 501)
+
+
+def test_partial_last_line_waits_and_complete_one_counts(tmp_path):
+    root, proj, ledger = setup(tmp_path)
+    f = proj / "s1.jsonl"
+    full = line("m2", 9)
+    f.write_text(line("m1") + "\n" + full[:40])  # Claude Code is mid-write
+    s = refresh(ledger, BOOK, [root])
+    assert summary(ledger) == (1, 100) and s.bad_lines == 0
+    with f.open("a") as fh:
+        fh.write(full[40:])  # complete JSON, still no newline
+    refresh(ledger, BOOK, [root])
+    assert summary(ledger) == (2, 109)
+    with f.open("a") as fh:
+        fh.write("\n" + line("m3", 1) + "\n")
+    refresh(ledger, BOOK, [root])
+    assert summary(ledger) == (3, 110)
+
+
+def test_shrunk_or_replaced_file_is_read_again(tmp_path):
+    root, proj, ledger = setup(tmp_path)
+    f = proj / "s1.jsonl"
+    f.write_text(line("m1") + "\n" + line("m2") + "\n")
+    refresh(ledger, BOOK, [root])
+    f.write_text(line("m7", 1) + "\n")  # rewritten shorter (cleanup/resume)
+    refresh(ledger, BOOK, [root])
+    tmp = proj / "new.tmp"
+    tmp.write_text(line("m8", 2) + "\n" + line("m9", 2) + "\n")
+    os.replace(tmp, f)  # replaced by a new inode with longer content
+    refresh(ledger, BOOK, [root])
+    assert summary(ledger) == (5, 205)
+
+
+def test_bad_lines_are_counted_with_their_place(tmp_path):
+    root, proj, ledger = setup(tmp_path)
+    f = proj / "s1.jsonl"
+    good = line("m1").encode()
+    f.write_bytes(b"\n".join([good, b"not json", b'{"type":"assistant","message":{"usage":{', b"\xff\xfe{}",
+                              b"", b'{"type":"summary","summary":"t"}', line("m2", 5, model="").encode()]) + b"\n")
+    s = refresh(ledger, BOOK, [root])
+    assert s.bad_lines == 4
+    assert [(b.line_no, b.reason.split(" ")[0]) for b in s.bad] == [(2, "not"), (3, "not"), (4, "not"), (7, "assistant")]
+    assert s.bad[2].reason == "not UTF-8"
+    assert summary(ledger) == (1, 100)
+
+
+def test_unreadable_file_is_a_warning(tmp_path):
+    root, proj, ledger = setup(tmp_path)
+    (proj / "ok.jsonl").write_text(line("m1") + "\n")
+    bad = proj / "locked.jsonl"
+    bad.write_text(line("m2") + "\n")
+    bad.chmod(0)
+    try:
+        s = refresh(ledger, BOOK, [root])
+    finally:
+        bad.chmod(0o644)
+    if os.geteuid() != 0:  # root can read anything
+        assert s.errors and s.errors[0][0].endswith("locked.jsonl")
+    assert summary(ledger)[0] >= 1
+
+
+def test_huge_line_is_not_loaded_into_memory(tmp_path):
+    """A 100 MB snapshot line beside normal lines: skipped without parsing, peak memory stays low."""
+    root, proj, _ = setup(tmp_path)
+    f = proj / "s1.jsonl"
+    with f.open("wb") as fh:
+        fh.write(line("m1").encode() + b"\n")
+        fh.write(b'{"type":"file-history-snapshot","snapshot":"')
+        chunk = b"x" * (1 << 20)
+        for _ in range(100):
+            fh.write(chunk)
+        fh.write(b'"}\n' + line("m2").encode() + b"\n")
+    code = (
+        "import resource,sys\n"
+        "from pathlib import Path\n"
+        "from ccledger.sources.transcripts import scan_file\n"
+        f"s = scan_file(Path({str(f)!r}), None)\n"
+        "print(len(s.records), s.bad_count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:2] == ["2", "0"]
+    # the mapping is file-backed; the process must not have copied the 100 MB line into its heap twice
+    assert int(out[2]) < 200 * 1024, f"peak RSS {int(out[2]) // 1024} MB"
+
+
+def test_subagent_files_fold_into_parent_session(tmp_path):
+    root, proj, ledger = setup(tmp_path)
+    sub = proj / "parent-session" / "subagents"
+    sub.mkdir(parents=True)
+    (sub / "agent-a1.jsonl").write_text(line("m5", session="whatever") + "\n")
+    refresh(ledger, BOOK, [root])
+    rows = list(ledger.iter_records())
+    assert rows[0]["session_id"] == "parent-session" and rows[0]["agent_id"] == "a1" and rows[0]["is_sidechain"]
+
+
+def test_two_processes_at_once_do_not_double_count(tmp_path):
+    root, proj, _ = setup(tmp_path)
+    for i in range(20):
+        (proj / f"s{i}.jsonl").write_text("".join(line(f"m{i}_{j}", session=f"s{i}") + "\n" for j in range(200)))
+    env = {**os.environ, "CLAUDE_CONFIG_DIR": str(root), "CCLEDGER_DB": f"sqlite:///{tmp_path / 'l.db'}"}
+    code = "from ccledger.cli.main import run; import sys; sys.argv=['ccledger','refresh']; run()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    assert summary(ledger) == (4000, 400_000)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=2000), tail=st.sampled_from([b"", b"\n", b'{"usage":{', b"\xff"]))
+def test_arbitrary_bytes_never_crash_the_parser(tmp_path, data, tail):
+    f = tmp_path / "fuzz.jsonl"
+    f.write_bytes(data + b"\n" + line("m1").encode() + b"\n" + data + tail)
+    scan = scan_file(f, None)
+    assert scan is not None and scan.error is None
+    assert scan.state.offset <= f.stat().st_size
+    assert any(r.dedupe_key == "msg:m1" for r in scan.records)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                    max_leaves=20))
+def test_arbitrary_json_in_usage_shapes_never_crash(tmp_path, value):
+    obj = json.loads(line("m1"))
+    obj["message"]["usage"]["cache_creation"] = value
+    obj["toolUseResult"] = value
+    f = tmp_path / "shape.jsonl"
+    f.write_text(json.dumps(obj) + "\n" + json.dumps({"message": {"usage": value}}) + "\n")
+    scan = scan_file(f, None)
+    assert scan is not None and scan.error is None
