@@ -134,7 +134,8 @@ def test_revoked_expired_and_disabled_are_rejected(identity: IdentityStore) -> N
     with pytest.raises(NotFound):
         identity.revoke_key("key_missing", NOW)
 
-    assert identity.authenticate(raw2, NOW + timedelta(hours=23)) is not None
+    p2 = identity.authenticate(raw2, NOW + timedelta(hours=23))
+    assert p2 is not None and p2.key_expires_ms == int((NOW + timedelta(days=1)).timestamp() * 1000)
     assert identity.authenticate(raw2, NOW + timedelta(days=1)) is None
 
     assert identity.authenticate(raw3, NOW) is not None
@@ -342,9 +343,7 @@ def test_concurrent_upserts_keep_one_row(identity: IdentityStore) -> None:
     rows = identity.list_spend_limit_rows()
     assert len(rows) == 1
     with identity.engine.connect() as conn:
-        n = conn.execute(
-            select(admin_audit.c.id).where(admin_audit.c.action.like("spend_limit.%"))
-        ).all()
+        n = conn.execute(select(admin_audit.c.id).where(admin_audit.c.action.like("spend_limit.%"))).all()
     assert len(n) == 8
     # Exactly one creation; the rest updated it.
     audit, _ = identity.audit_page(100, action_prefix="spend_limit.create")

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
-from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from ccledger.control.counters.base import (
     AdmitMode,
@@ -39,6 +40,8 @@ USER, API_KEY = "user", "api_key"
 GROUP_LIMIT_MODES = ("min", "max")
 NANOS_PER_CENT = 10_000_000
 UNAVAILABLE_MESSAGE = "spend limit unavailable"
+_CAPS_CACHE_SIZE = 10_000
+T = TypeVar("T")
 
 
 # --- caps and their resolution ---------------------------------------------------------------------
@@ -342,6 +345,7 @@ class SpendGuard:
         self.lease_ttl_s = lease_ttl_s
         self._group_limit_mode = group_limit_mode
         self._table = CapTable((), group_limit_mode=group_limit_mode)
+        self._caps: dict[Principal, ResolvedCaps] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.set_limits(limits)
 
@@ -350,9 +354,22 @@ class SpendGuard:
         if not isinstance(limits, CapTable):
             limits = CapTable(limits, group_limit_mode=self._group_limit_mode)
         self._table = limits
+        self._caps = {}
 
     def caps_for(self, principal: Principal) -> ResolvedCaps:
-        return resolve_caps(self._table, principal.user_id, principal.group_ids, principal.key_id)
+        """Resolved caps, memoised per principal until the caps change (the hot path resolves once)."""
+        caps = self._caps.get(principal)
+        if caps is None:
+            caps = resolve_caps(self._table, principal.user_id, principal.group_ids, principal.key_id)
+            if len(self._caps) >= _CAPS_CACHE_SIZE:
+                self._caps.clear()
+            self._caps[principal] = caps
+        return caps
+
+    async def _bounded(self, awaitable: Awaitable[T]) -> T:
+        """Every counter call is bounded (§A6: 2 s); ``asyncio.timeout`` costs no extra task."""
+        async with asyncio.timeout(self.timeout_s):
+            return await awaitable
 
     def _slots(self, principal: Principal, amount_nanos: int, at: datetime) -> list[_Slot]:
         """Every counter/period the request touches: user and key, each period, capped or not (uncapped
@@ -363,12 +380,13 @@ class SpendGuard:
         if principal.key_id:
             scopes.append((API_KEY, principal.key_id, caps.key))
         slots = []
+        periods = _periods_on(at.astimezone(UTC).date())
         for scope, ident, by_period in scopes:
-            for period in PERIODS:
+            counter = _counter(scope, ident)
+            for period, key, reset_at in periods:
                 cap = by_period[period]
-                key = utc_period_key(period, at)
-                item = ReserveItem(_counter(scope, ident), key, amount_nanos, cap.cap_nanos)
-                slots.append(_Slot(scope, period, cap, item, utc_period(period, at)[1]))
+                item = ReserveItem(counter, key, amount_nanos, cap.cap_nanos)
+                slots.append(_Slot(scope, period, cap, item, reset_at))
         return slots
 
     def targets(self, principal: Principal, at: datetime) -> tuple[SpendTarget, ...]:
@@ -391,9 +409,8 @@ class SpendGuard:
             raise ValueError("estimate_nanos must be >= 0")
         slots = self._slots(principal, estimate_nanos, now)
         try:
-            result = await asyncio.wait_for(
-                self.counters.reserve(request_id, [s.item for s in slots], self.lease_ttl_s, now, mode=mode),
-                self.timeout_s,
+            result = await self._bounded(
+                self.counters.reserve(request_id, [s.item for s in slots], self.lease_ttl_s, now, mode=mode)
             )
         except DuplicateRequestId:
             raise
@@ -426,7 +443,7 @@ class SpendGuard:
 
     async def extend(self, request_id: str, now: datetime) -> bool:
         """Renew the lease of a request still streaming; False if it has none (expired or unknown)."""
-        return await asyncio.wait_for(self.counters.extend(request_id, self.lease_ttl_s, now), self.timeout_s)
+        return await self._bounded(self.counters.extend(request_id, self.lease_ttl_s, now))
 
     async def settle(
         self,
@@ -441,13 +458,11 @@ class SpendGuard:
         default ``now``) names the periods to bill if the reservation is unknown, e.g. admitted degraded.
         Errors and timeouts propagate: the ledger write is the durable record (§C9); log and count them."""
         targets = self.targets(principal, started_at or now)
-        return await asyncio.wait_for(
-            self.counters.settle(request_id, actual_nanos, now, targets=targets), self.timeout_s
-        )
+        return await self._bounded(self.counters.settle(request_id, actual_nanos, now, targets=targets))
 
     async def release(self, request_id: str, now: datetime | None = None) -> bool:
         """Drop the reservation without spend (idempotent); True if one was held."""
-        return await asyncio.wait_for(self.counters.release(request_id, now), self.timeout_s)
+        return await self._bounded(self.counters.release(request_id, now))
 
     async def record(self, principal: Principal, nanos: int, ts: datetime) -> None:
         """Count spend that came without a reservation (e.g. a record ingested from another source)."""
@@ -455,7 +470,7 @@ class SpendGuard:
         for target in self.targets(principal, ts):
             by_counter.setdefault(target.counter, []).append(target.period_key)
         for counter, keys in by_counter.items():
-            await asyncio.wait_for(self.counters.add_spent(counter, keys, nanos), self.timeout_s)
+            await self._bounded(self.counters.add_spent(counter, keys, nanos))
 
     async def usage(self, principal: Principal, now: datetime) -> tuple[PeriodUsage, ...]:
         """Cap and period-to-date spend for every capped period (the ``/effective`` view)."""
@@ -463,15 +478,13 @@ class SpendGuard:
         for slot in self._slots(principal, 0, now):
             if slot.item.cap_nanos is None:
                 continue
-            state = await asyncio.wait_for(
-                self.counters.read(slot.item.counter, slot.item.period_key, now), self.timeout_s
-            )
+            state = await self._bounded(self.counters.read(slot.item.counter, slot.item.period_key, now))
             out.append(_usage(slot, state))
         return tuple(out)
 
     async def _quiet_release(self, request_id: str, now: datetime) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.counters.release(request_id, now), self.timeout_s)
+            await self._bounded(self.counters.release(request_id, now))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -490,6 +503,14 @@ def _usage(slot: _Slot, state: CounterState) -> PeriodUsage:
         state.reserved_nanos,
         slot.reset_at,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _periods_on(day: date) -> tuple[tuple[str, str, datetime], ...]:
+    """(period, key, reset) for each period holding a UTC day: they depend on the day alone, so the hot
+    path computes calendar arithmetic once a day rather than six times a request."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return tuple((p, utc_period_key(p, start), utc_period(p, start)[1]) for p in PERIODS)
 
 
 def _require_aware(ts: datetime) -> None:

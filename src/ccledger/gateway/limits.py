@@ -120,8 +120,9 @@ def _unified_headers(adm: Any) -> list[tuple[bytes, bytes]]:
         if prev is None or u.fraction > prev.fraction:
             seen[u.period] = u
     for period, u in seen.items():
-        out.append((f"anthropic-ratelimit-unified-{period}-utilization".encode(), f"{u.fraction:.4f}".encode()))
-        out.append((f"anthropic-ratelimit-unified-{period}-reset".encode(), str(int(u.reset_at.timestamp())).encode()))
+        name = f"anthropic-ratelimit-unified-{period}"
+        out.append((f"{name}-utilization".encode(), f"{u.fraction:.4f}".encode()))
+        out.append((f"{name}-reset".encode(), str(int(u.reset_at.timestamp())).encode()))
     frac = fullest.fraction
     status = b"allowed" if frac < 0.75 else (b"allowed_warning" if frac < 1 else b"rejected")
     out.append((b"anthropic-ratelimit-unified-status", status))
@@ -148,7 +149,7 @@ class Limits:
         self.guard = SpendGuard(counters, (), fail_open=fail_open, timeout_s=timeout_s)
         self.estimator = make_estimator(estimator, book)
         self.estimator_name = estimator
-        self.rate = rate if rate is not None else RateLimiter(counters)
+        self.rate = rate if rate is not None else RateLimiter(counters, clock)
 
     async def seed_from_ledger(self, ledger: Ledger) -> None:
         """Counters start from recorded spend in the current periods, so a restart forgets nothing."""
@@ -172,7 +173,7 @@ class Limits:
         rate_ticket = None
         rate_headers: list[tuple[bytes, bytes]] = []
         if self.rate.enabled:
-            verdict = await self.rate.admit(principal.user_id, body_len, max_tokens, now)
+            verdict = await self.rate.admit(principal.user_id, now)
             if isinstance(verdict, Rejection):
                 return verdict
             rate_ticket = verdict
@@ -187,8 +188,7 @@ class Limits:
         if adm.degraded:
             log.warning("spend counters unavailable (%s); fail-%s", adm.error, "open" if adm.ok else "closed")
         if not adm.ok:
-            if rate_ticket is not None:
-                await self.rate.cancel(rate_ticket, now)
+            # The request token stays taken: a refused request still counts as a request made.
             headers = [(b"x-should-retry", b"false")]
             retry = adm.retry_after_s
             if retry is not None:
@@ -196,4 +196,5 @@ class Limits:
             headers.extend(_unified_headers(adm))
             limit = "spend_unavailable" if adm.degraded else "spend"
             return Rejection(429, "billing_error", adm.message or "spend limit reached", limit, headers)
-        return Ticket(self, request_id, cap_p, now, session_id, _unified_headers(adm) + rate_headers, rate_ticket)
+        headers = _unified_headers(adm) + rate_headers
+        return Ticket(self, request_id, cap_p, now, session_id, headers, rate_ticket)

@@ -24,17 +24,18 @@ import msgspec
 
 from ccledger.gateway.errors import new_request_id, send_error
 from ccledger.gateway.headers import client_key, client_version, downstream_headers, upstream_request_headers
+from ccledger.gateway.limits import Rejection, Ticket
 from ccledger.gateway.metering import Attribution, build_row
 from ccledger.sources.anthropic_usage import StreamMeter, parse_message_json
 
 if TYPE_CHECKING:
-    from ccledger.gateway.limits import Admission
     from ccledger.gateway.state import GatewayState
 
 log = logging.getLogger("ccledger.gateway")
 
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
+LEASE_RENEW_S = 300.0
 MAX_BODY = 32 * 1024 * 1024  # the API's own limit for Messages and count_tokens
 
 
@@ -138,16 +139,18 @@ class Proxy:
         head = parse_head(body)
         attribution = _attribution(headers)
         gw_rid = new_request_id()
-        adm_or_reject = await st.limits.admit(principal, head, len(body), attribution, gw_rid)
-        if not hasattr(adm_or_reject, "release"):
-            rej = adm_or_reject
+        verdict = await st.limits.admit(
+            principal, head.model, head.max_tokens, head.speed, len(body), attribution.session_id, gw_rid
+        )
+        if isinstance(verdict, Rejection):
+            rej = verdict
             st.metrics.rejections.labels(rej.limit).inc()
             log.info(
                 "limit_reject user=%s key=%s limit=%s", principal.user_id, principal.key_id, rej.limit
             )
             await send_error(send, rej.status, rej.err_type, rej.message, gw_rid, rej.headers)
             return rej.status
-        adm: Admission = adm_or_reject  # type: ignore[assignment]
+        adm = verdict
         try:
             return await self._forward_metered(
                 url, up_headers, body, head, principal, attribution, adm, gw_rid, receive, send
@@ -179,7 +182,7 @@ class Proxy:
         head: BodyHead,
         principal: Any,
         attribution: Attribution,
-        adm: Admission,
+        adm: Ticket,
         gw_rid: str,
         receive: Any,
         send: Any,
@@ -206,15 +209,17 @@ class Proxy:
             ctype = resp.headers.get("content-type", "")
             if not ctype.startswith("text/event-stream"):
                 payload = await resp.read()
-                out.append((b"content-length", str(len(payload)).encode()))
-                await send({"type": "http.response.start", "status": 200, "headers": out})
-                await send({"type": "http.response.body", "body": payload})
+                # Metered before the body goes out (microseconds): once a client sees its response, the
+                # spend is settled, so its next request is admitted against the true total.
                 parsed = parse_message_json(payload)
                 if parsed.usage is not None:
                     await self._meter(
                         principal, attribution, adm, parsed.usage, parsed.model or head.model or "",
                         parsed.message_id, up_rid, gw_rid, t0, head, aborted=False,
                     )  # fmt: skip
+                out.append((b"content-length", str(len(payload)).encode()))
+                await send({"type": "http.response.start", "status": 200, "headers": out})
+                await send({"type": "http.response.body", "body": payload})
                 return 200
             return await self._relay_stream(
                 resp, out, principal, attribution, adm, gw_rid, up_rid, head, t0, receive, send
@@ -228,7 +233,7 @@ class Proxy:
         out: list[tuple[bytes, bytes]],
         principal: Any,
         attribution: Attribution,
-        adm: Admission,
+        adm: Ticket,
         gw_rid: str,
         up_rid: str | None,
         head: BodyHead,
@@ -253,40 +258,44 @@ class Proxy:
         watcher = asyncio.create_task(watch())
         try:
             await send({"type": "http.response.start", "status": 200, "headers": out})
+            renew_at = time.monotonic() + LEASE_RENEW_S
             async for chunk in resp.content.iter_any():
                 meter.feed(chunk)
+                if time.monotonic() > renew_at:  # a very long stream keeps its spend reservation alive
+                    renew_at = time.monotonic() + LEASE_RENEW_S
+                    await adm.extend()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if aborted:
                     break
-            if not aborted:
-                await send({"type": "http.response.body", "body": b""})
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
             if not aborted:
                 upstream_cut = True
                 log.warning("upstream stream cut: %s", type(exc).__name__)
-                with contextlib.suppress(Exception):
-                    await send({"type": "http.response.body", "body": b""})
         finally:
             watcher.cancel()
         meter.feed(b"\n")
+        # Metered before the final empty frame, so a client that has seen the end sees settled spend.
         if meter.error_type is not None or (upstream_cut and not meter.saw_final_usage):
             # The upstream failed the request mid-stream: failed requests cost nothing.
             log.info("stream error user=%s type=%s", principal.user_id, meter.error_type or "cut")
-            return 200
-        usage = meter.usage(aborted=aborted)
-        if usage is None:  # ended before message_start: nothing ran that we could bill
-            return 499 if aborted else 200
-        await self._meter(
-            principal, attribution, adm, usage, meter.model or head.model or "", meter.message_id, up_rid,
-            gw_rid, t0, head, aborted=aborted and not meter.finished,
-        )  # fmt: skip
-        return 499 if aborted else 200
+        else:
+            usage = meter.usage(aborted=aborted)
+            if usage is not None:  # None: ended before message_start, nothing ran that we could bill
+                await self._meter(
+                    principal, attribution, adm, usage, meter.model or head.model or "", meter.message_id,
+                    up_rid, gw_rid, t0, head, aborted=aborted and not meter.finished,
+                )  # fmt: skip
+        if aborted:
+            return 499
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": b""})
+        return 200
 
     async def _meter(
         self,
         principal: Any,
         attribution: Attribution,
-        adm: Admission,
+        adm: Ticket,
         usage: Any,
         model: str,
         message_id: str | None,

@@ -16,7 +16,7 @@ from ccledger.core.records import TokenCounts
 from ccledger.store.ledger import RollupRow
 
 QUARTER_HOUR_MS = 900_000
-MINUTE_MS = 60_000
+HOUR_MS = 3_600_000  # blocks: see reports.blocks for why hours are exact
 # One bucket for everything: ts_ms / 10**13 is 0 for any timestamp before the year 2286.
 ALL_TIME_MS = 10**13
 
@@ -106,6 +106,19 @@ class Group:
         return sorted(self.models.items(), key=lambda kv: (-kv[1].cost_nanos, kv[0]))
 
 
+def groups_from_cells(cells: dict[tuple[str, str], Totals]) -> dict[str, Group]:
+    """(group key, model) sums → groups. Summing each row once into its cell, then cells into groups,
+    halves the per-row work compared with adding every row to both."""
+    groups: dict[str, Group] = {}
+    for (key, model), t in cells.items():
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = Group(key)
+        g.models[model] = t
+        g.totals.merge(t)
+    return groups
+
+
 @dataclass(slots=True)
 class Report:
     """What every renderer takes: rows, the grand total and the models priced at the fallback rate."""
@@ -173,7 +186,7 @@ def period_groups(
     """
     label_of = _labeler(period, week_start)
     labels: dict[int, str | None] = {}
-    groups: dict[str, Group] = {}
+    cells: dict[tuple[str, str], Totals] = {}
     for r in rows:
         b = r.bucket_ms
         try:
@@ -184,10 +197,12 @@ def period_groups(
             labels[b] = label
         if label is None:
             continue
-        g = groups.get(label)
-        if g is None:
-            g = groups[label] = Group(label)
-        g.add(r.keys[model_index], r)
+        key = (label, r.keys[model_index])
+        t = cells.get(key)
+        if t is None:
+            t = cells[key] = Totals()
+        t.add(r)
+    groups = groups_from_cells(cells)
     return [groups[k] for k in sorted(groups)]
 
 
@@ -219,17 +234,20 @@ def session_groups(rows: Iterable[RollupRow]) -> list[Group]:
     A session's project is the one most of its requests ran in: a session that ``cd``-ed elsewhere for a
     moment still belongs where it mostly worked.
     """
-    groups: dict[str, Group] = {}
+    cells: dict[tuple[str, str], Totals] = {}
     project_requests: dict[str, dict[str, int]] = {}
     for r in rows:
         sid, model, project = r.keys[0], r.keys[1], r.keys[2]
-        g = groups.get(sid)
-        if g is None:
-            g = groups[sid] = Group(sid)
-            project_requests[sid] = {}
-        g.add(model, r)
-        counts = project_requests[sid]
+        key = (sid, model)
+        t = cells.get(key)
+        if t is None:
+            t = cells[key] = Totals()
+        t.add(r)
+        counts = project_requests.get(sid)
+        if counts is None:
+            counts = project_requests[sid] = {}
         counts[project] = counts.get(project, 0) + r.requests
+    groups = groups_from_cells(cells)
     for sid, g in groups.items():
         counts = project_requests[sid]
         g.project = max(sorted(counts), key=lambda p: counts[p])

@@ -1,9 +1,10 @@
 """5-hour usage blocks (the windows Claude subscriptions are limited by), gaps, burn rate and projection.
 
-Why minute buckets are exact here: a block opens at the whole hour of its first request and a request
-opens a new block when it is at or past the current block's end (a whole hour). A minute bucket's start is
-past a whole hour exactly when the request in it is, and floors to the same hour, so assigning buckets
-instead of single requests changes nothing — at a fraction of the rows.
+Why hour buckets are exact here: a block opens at the whole hour of its first request, and a request opens
+a new block when it is at or past the current block's end, which is a whole hour too. Every comparison is
+against a whole hour, so a request and the start of its hour bucket always give the same answer; with
+each bucket's first/last request time from the rollup, nothing is lost — and an hour of rows is all SQL
+has to return per model, not a row per minute.
 
 Burn rate is measured over the *elapsed part* of the active block: from its first request to ``now``
 (at least one minute, so a block one second old does not project absurd numbers). The projection assumes
@@ -106,7 +107,7 @@ def blocks_report(
     token_limit: int | None = None,
     model_index: int = 0,
 ) -> BlocksReport:
-    """Blocks from minute-bucket rows keyed ``(model, ...)``, with gaps and the active block's burn rate."""
+    """Blocks from hour-bucket rows keyed ``(model, ...)``, with gaps and the active block's burn rate."""
     ordered = sorted(rows, key=lambda r: r.bucket_ms)
     starts: dict[int, int] = {}  # bucket_ms -> block start ms
     distinct = sorted({r.bucket_ms for r in ordered})

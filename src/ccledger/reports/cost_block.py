@@ -14,6 +14,7 @@ difference, not a formatting one. The formatting rules reproduced here:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -142,34 +143,40 @@ def format_cost_block(s: SessionCost) -> list[str]:
 # -- loading (reads the store) --------------------------------------------------------------------------
 
 
-def pick_session(sessions: dict[str, int], wanted: str | None) -> str:
-    """``wanted`` as an exact id or a unique prefix; without one, the session active most recently.
-
-    ``sessions`` maps session id → last activity (epoch ms).
-    """
-    if not sessions:
-        raise SessionLookupError("no sessions in the ledger")
-    if not wanted:
-        return max(sessions, key=lambda sid: (sessions[sid], sid))
-    if wanted in sessions:
-        return wanted
-    matches = sorted(sid for sid in sessions if sid.startswith(wanted))
+def choose_session(wanted: str, matches: Sequence[str]) -> str:
+    """The one id among ``matches`` (ids starting with ``wanted``), or an error that says what to type."""
     if not matches:
         raise SessionLookupError(f"no session id starts with {wanted!r}")
     if len(matches) > 1:
-        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
-        raise SessionLookupError(f"{wanted!r} matches {len(matches)} sessions ({shown}); type more of the id")
+        shown = ", ".join(sorted(matches)[:5]) + (", ..." if len(matches) > 5 else "")
+        raise SessionLookupError(f"{wanted!r} matches several sessions ({shown}); type more of the id")
     return matches[0]
 
 
+def find_session(ledger: Ledger, wanted: str | None) -> str:
+    """``wanted`` as an exact id or a unique prefix; without one, the session with the latest request.
+
+    Each lookup is one indexed query (ts index backwards, or the session index), so ``ccledger cost``
+    stays instant however large the ledger grows.
+    """
+    col = usage.c.session_id
+    with ledger.engine.connect() as conn:
+        if not wanted:
+            latest = select(col).where(col != "").order_by(usage.c.ts_ms.desc(), col.desc()).limit(1)
+            sid = conn.execute(latest).scalar()
+            if sid is None:
+                raise SessionLookupError("no sessions in the ledger")
+            return str(sid)
+        if conn.execute(select(col).where(col == wanted).limit(1)).scalar() is not None:
+            return wanted
+        prefixed = select(col).where(col.startswith(wanted, autoescape=True)).distinct().limit(6)
+        matches = [str(m) for m in conn.execute(prefixed).scalars()]
+    return choose_session(wanted, matches)
+
+
 def load_session(ledger: Ledger, wanted: str | None) -> SessionCost:
-    """Everything the block shows for one session, in three small grouped queries."""
-    last_by_session = {
-        r.keys[0]: r.last_ms
-        for r in ledger.rollup(bucket_ms=ALL_TIME_MS, by=["session_id"])
-        if r.keys[0]
-    }
-    sid = pick_session(last_by_session, wanted)
+    """Everything the block shows for one session, in a few small indexed queries."""
+    sid = find_session(ledger, wanted)
     models: dict[str, Totals] = {}
     for r in ledger.rollup(bucket_ms=ALL_TIME_MS, by=["model"], where={"session_id": sid}):
         models.setdefault(r.keys[0], Totals()).add(r)

@@ -329,9 +329,7 @@ def _n(v: int) -> str:
 
 
 def _models_cell(models: Sequence[str], unknown: set[str]) -> str:
-    return "\n".join(
-        display_model(m) + (UNKNOWN_MARK if m in unknown else "") for m in models
-    )
+    return "\n".join(display_model(m) + (UNKNOWN_MARK if m in unknown else "") for m in models)
 
 
 def _token_cells(t: Totals) -> list[str]:
@@ -367,7 +365,9 @@ def footnote(unknown: Sequence[str], fallback: tuple[Decimal, Decimal] | None) -
     )
 
 
-def _print_footnote(console: Console, unknown: Sequence[str], fallback: tuple[Decimal, Decimal] | None) -> None:
+def _print_footnote(
+    console: Console, unknown: Sequence[str], fallback: tuple[Decimal, Decimal] | None
+) -> None:
     note = footnote(unknown, fallback)
     if note:
         console.print(note, style="yellow", markup=False, highlight=False)
@@ -377,7 +377,10 @@ def _add_breakdown_rows(table: Table, g: Group, lead_cells: int, unknown: set[st
     for m, t in g.breakdown():
         mark = UNKNOWN_MARK if m in unknown else ""
         table.add_row(
-            *([""] * lead_cells), f"  └ {display_model(m)}{mark}", *_token_cells(t), usd(t.cost_nanos),
+            *([""] * lead_cells),
+            f"  └ {display_model(m)}{mark}",
+            *_token_cells(t),
+            usd(t.cost_nanos),
             style="dim",
         )
 
@@ -390,7 +393,8 @@ def period_table(
     table = _new_table(title, [_PERIOD_TITLES.get(report.kind, "Period"), "Models"])
     _add_number_columns(table, _TOKEN_HEADERS)
     for g in report.groups:
-        table.add_row(g.key, _models_cell(g.model_names, unknown), *_token_cells(g.totals), usd(g.totals.cost_nanos))
+        models = "" if breakdown else _models_cell(g.model_names, unknown)
+        table.add_row(g.key, models, *_token_cells(g.totals), usd(g.totals.cost_nanos))
         if breakdown:
             _add_breakdown_rows(table, g, 1, unknown)
     table.add_section()
@@ -418,12 +422,15 @@ def session_table(
     for g in report.groups:
         table.add_row(
             g.key[:8], g.project, _short_time(g.totals.last_ms, report.tz),
-            _models_cell(g.model_names, unknown), *_token_cells(g.totals), usd(g.totals.cost_nanos),
+            "" if breakdown else _models_cell(g.model_names, unknown), *_token_cells(g.totals),
+            usd(g.totals.cost_nanos),
         )  # fmt: skip
         if breakdown:
             _add_breakdown_rows(table, g, 3, unknown)
     table.add_section()
-    table.add_row("Total", "", "", "", *_token_cells(report.totals), usd(report.totals.cost_nanos), style="bold")
+    table.add_row(
+        "Total", "", "", "", *_token_cells(report.totals), usd(report.totals.cost_nanos), style="bold"
+    )
     console.print(table)
     _print_footnote(console, report.unknown_models, fallback)
 
@@ -445,7 +452,11 @@ def blocks_table(
         if b.gap:
             cells = ["", "", ""] if limit else ["", ""]
             table.add_row(
-                _short_time(b.start_ms, tz), f"gap {elapsed_text(b.end_ms - b.start_ms)}", "", "", *cells,
+                _short_time(b.start_ms, tz),
+                f"gap {elapsed_text(b.end_ms - b.start_ms)}",
+                "",
+                "",
+                *cells,
                 style="dim",
             )
             continue
@@ -453,7 +464,8 @@ def blocks_table(
         status = "ACTIVE" if b.active else f"until {_short_time(b.end_ms, tz)[11:]}"
         pct = [f"{percent_of(t.total_tokens, limit):.1f}%"] if limit else []
         table.add_row(
-            _short_time(b.start_ms, tz), status, _models_cell(b.group.model_names, unknown),
+            _short_time(b.start_ms, tz), status,
+            "" if breakdown else _models_cell(b.group.model_names, unknown),
             _n(t.requests), _n(t.total_tokens), *pct, usd(t.cost_nanos),
             style="bold green" if b.active else None,
         )  # fmt: skip
@@ -468,8 +480,8 @@ def blocks_table(
     total = _sum_blocks(rows)
     table.add_section()
     total_pct = [""] if limit else []
-    table.add_row("Total", "", "", _n(total.requests), _n(total.total_tokens), *total_pct, usd(total.cost_nanos),
-                  style="bold")  # fmt: skip
+    totals = [_n(total.requests), _n(total.total_tokens), *total_pct, usd(total.cost_nanos)]
+    table.add_row("Total", "", "", *totals, style="bold")
     console.print(table)
     active = next((b for b in rows if b.active), None)
     if active is not None:

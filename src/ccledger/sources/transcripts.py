@@ -91,7 +91,7 @@ class _PatchLine(msgspec.Struct):
     uuid: str | None = None
     timestamp: str | None = None
     sessionId: str | None = None
-    toolUseResult: msgspec.Raw | None = None
+    toolUseResult: msgspec.Raw = msgspec.Raw()  # noqa: N815 - a string on failed tools, an object otherwise
 
 
 class _Any(msgspec.Struct):
@@ -316,6 +316,14 @@ def _handle_line(
         return
     if line is None:
         line = mm[start:stop]
+    if not line.isascii():
+        # JSON parsers skip over the bytes of fields they do not keep, so check the encoding explicitly:
+        # a line with invalid UTF-8 is corrupt as a whole, even if its usage block looks intact.
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            _bad(scan, path, line_no, "not UTF-8")
+            return
     if not has_usage and not has_patch:
         if line.isspace():
             return
@@ -342,7 +350,9 @@ def _reason(line: bytes, exc: Exception) -> str:
         line.decode("utf-8")
     except UnicodeDecodeError:
         return "not UTF-8"
-    return f"not JSON ({exc})" if isinstance(exc, msgspec.DecodeError) else f"unexpected shape ({exc})"
+    if isinstance(exc, msgspec.ValidationError):  # a subclass of DecodeError: test it first
+        return f"unexpected shape ({exc})"
+    return f"not JSON ({exc})"
 
 
 def _bad(scan: FileScan, path: str, line_no: int, reason: str) -> None:
@@ -419,7 +429,7 @@ def _record(
 
 def _patch(obj: _PatchLine, parent_session: str | None, scan: FileScan) -> None:
     raw = obj.toolUseResult
-    if raw is None or not obj.uuid or not obj.timestamp:
+    if not raw or not obj.uuid or not obj.timestamp:
         return
     try:
         result = _decode_patch(raw)

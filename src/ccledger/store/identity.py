@@ -121,8 +121,8 @@ def _dump(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def _new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(12)
+def _new_id(prefix: str, nbytes: int = 12) -> str:
+    return prefix + secrets.token_hex(nbytes)
 
 
 def _insert_for(conn: Connection) -> Callable[..., Any]:
@@ -416,7 +416,7 @@ class IdentityStore:
         """Mint a key for a user. Returns ``(key_id, raw_key)``; the raw key is never retrievable again."""
         now_ms = to_ms(_now(now))
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
-        key_id = _new_id("key_")
+        key_id = _new_id("key_", 8)  # short: people type it into `keys revoke`
         expires_ms = None if expires is None else to_ms(expires)
         after = {
             "id": key_id,

@@ -1,0 +1,297 @@
+"""Per-user RPM/TPM limits with an org pool, as continuously refilling token buckets.
+
+Model (rate-limits.md §3, §4): a limit of N per minute is a bucket of capacity N refilling N/60 per
+second, never reset at interval boundaries. A request needs one request token and a non-negative token
+bucket; its tokens (input + cache writes + output; cache reads excluded, as in Anthropic's ITPM) are
+debited when the response reports them, so a bucket may go into debt and the debt delays the next
+request. Because tokens are charged afterwards, requests admitted together can overshoot TPM by their
+own tokens; the debt then holds the user back until refill repays it.
+
+Org pool (``PoolMode``), sized users × per-user allowance unless set explicitly. Every admitted request
+debits both the user's buckets and the pool's.
+
+``BORROW`` (default): admit iff the user's own buckets allow it, OR the pool's do.
+  * Share guarantee: a user within their own allowance is admitted whatever everyone else does; the
+    own-bucket test never looks at the pool, so others' borrowing cannot eat anyone's share.
+  * Bursting: a user past their allowance is still admitted while the pool has room (idle colleagues).
+  * Org total: borrowing needs a non-empty pool, so borrowed traffic in any window is at most the pool's
+    burst plus its refill minus the in-share traffic before it. With the default pool (= the sum of the
+    shares) the org stays within its total plus one burst; an explicit pool below the sum of the shares
+    is exceeded only by in-share traffic (the share guarantee wins).
+``HARD``: admit iff own buckets AND pool allow: the pool is an absolute org cap, with no borrowing and
+  no share guarantee under contention.
+
+A user with no own limit in a dimension always passes that dimension's own check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from ccledger.control.counters.base import BucketCheck, BucketDebit, BucketLevel, BucketSpec, Counters
+from ccledger.control.plan import Plan
+from ccledger.core.records import TokenCounts
+
+
+def tpm_tokens(tokens: TokenCounts) -> int:
+    """What counts against TPM: input + cache writes + output; cache reads are free (as ITPM)."""
+    return tokens.input + tokens.cache_write + tokens.output
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """Per-minute limits; None means unlimited in that dimension. Fractional RPM is allowed (the team
+    table goes down to 0.25): the request bucket holds at least one token so such a user still gets a
+    request every 60/rpm seconds."""
+
+    rpm: float | None = None
+    tpm: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0):
+            raise ValueError("rate limits must be > 0 (None for unlimited; block a user with a spend cap)")
+
+
+class PoolMode(StrEnum):
+    BORROW = "borrow"
+    HARD = "hard"
+
+
+@dataclass(frozen=True, slots=True)
+class RatePolicy:
+    """Limits in force. ``org`` None derives the pool as ``users`` × ``per_user`` (no pool when
+    ``users`` is 0 and ``org`` unset, or ``pool_mode`` None)."""
+
+    per_user: RateLimits
+    users: int = 0
+    org: RateLimits | None = None
+    pool_mode: PoolMode | None = PoolMode.BORROW
+    overrides: Mapping[str, RateLimits] = field(default_factory=dict)
+
+    def user_limits(self, user_id: str) -> RateLimits:
+        return self.overrides.get(user_id, self.per_user)
+
+    def org_limits(self) -> RateLimits | None:
+        if self.pool_mode is None:
+            return None
+        if self.org is not None:
+            return self.org
+        if self.users <= 0:
+            return None
+        rpm, tpm, n = self.per_user.rpm, self.per_user.tpm, self.users
+        return RateLimits(None if rpm is None else rpm * n, None if tpm is None else tpm * n)
+
+    @classmethod
+    def from_plan(cls, plan: Plan, pool_mode: PoolMode | None = PoolMode.BORROW) -> RatePolicy:
+        return cls(
+            per_user=RateLimits(float(plan.rpm_per_user), plan.tpm_per_user),
+            users=plan.users,
+            org=RateLimits(float(plan.org_rpm), plan.org_tpm),
+            pool_mode=pool_mode,
+        )
+
+
+def _rpm_spec(key: str, rpm: float) -> BucketSpec:
+    return BucketSpec(key, max(rpm, 1.0), rpm / 60.0)
+
+
+def _tpm_spec(key: str, tpm: int) -> BucketSpec:
+    return BucketSpec(key, float(tpm), tpm / 60.0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Buckets:
+    rpm: BucketSpec | None
+    tpm: BucketSpec | None
+
+    def checks(self) -> list[BucketCheck]:
+        out = []
+        if self.rpm is not None:
+            out.append(BucketCheck(self.rpm, 1.0))
+        if self.tpm is not None:
+            out.append(BucketCheck(self.tpm, 0.0))
+        return out
+
+
+def _buckets(prefix: str, limits: RateLimits | None) -> _Buckets:
+    if limits is None:
+        return _Buckets(None, None)
+    return _Buckets(
+        None if limits.rpm is None else _rpm_spec(f"{prefix}:rpm", limits.rpm),
+        None if limits.tpm is None else _tpm_spec(f"{prefix}:tpm", limits.tpm),
+    )
+
+
+def _rfc3339(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """Admit or refuse, with the numbers for ``retry-after`` and ``anthropic-ratelimit-*`` headers.
+
+    ``requests``/``tokens`` are the buckets reported in headers: the user's own when they have a limit in
+    that dimension, else the pool's. ``borrowed``: admitted only thanks to the pool.
+    """
+
+    ok: bool
+    now: datetime
+    retry_after_s: float | None = None
+    borrowed: bool = False
+    requests: BucketLevel | None = None
+    tokens: BucketLevel | None = None
+    requests_limit: float | None = None
+    tokens_limit: int | None = None
+    degraded: bool = False
+    error: str | None = None
+
+    @property
+    def retry_after_header(self) -> int | None:
+        """Whole seconds, rounded up, at least 1; None when admitted or when waiting cannot help."""
+        if self.ok or self.retry_after_s is None or math.isinf(self.retry_after_s):
+            return None
+        return max(1, math.ceil(self.retry_after_s))
+
+    def headers(self) -> dict[str, str]:
+        """``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`` (+ ``retry-after`` when
+        refused); reset is the RFC 3339 time the bucket is full again. Empty when degraded."""
+        out: dict[str, str] = {}
+        if self.degraded:
+            return out
+        for name, level, limit in (
+            ("requests", self.requests, self.requests_limit),
+            ("tokens", self.tokens, self.tokens_limit),
+        ):
+            if level is None or limit is None:
+                continue
+            out[f"anthropic-ratelimit-{name}-limit"] = _number(limit)
+            out[f"anthropic-ratelimit-{name}-remaining"] = str(max(0, math.floor(level.level + 1e-9)))
+            out[f"anthropic-ratelimit-{name}-reset"] = _rfc3339(level.full_at)
+        retry = self.retry_after_header
+        if retry is not None:
+            out["retry-after"] = str(retry)
+        return out
+
+
+class RateLimiter:
+    """Admission against per-user and pooled RPM/TPM buckets kept in a shared ``Counters``.
+
+    ``scope`` (on every call) separates independent bucket sets, e.g. a model class ("opus-4", "sonnet-4")
+    when limits should mirror Anthropic's per-class buckets; the default "" is one set for all models.
+    Counter failures are bounded by ``timeout_s`` and decided by ``fail_open`` like spend caps.
+    """
+
+    def __init__(
+        self,
+        counters: Counters,
+        policy: RatePolicy,
+        *,
+        fail_open: bool = True,
+        timeout_s: float = 2.0,
+        namespace: str = "rl",
+    ) -> None:
+        self.counters = counters
+        self.policy = policy
+        self.fail_open = fail_open
+        self.timeout_s = timeout_s
+        self.namespace = namespace
+
+    def _user(self, user_id: str, scope: str) -> tuple[RateLimits, _Buckets]:
+        limits = self.policy.user_limits(user_id)
+        return limits, _buckets(f"{self.namespace}:{scope}:user:{user_id}", limits)
+
+    def _org(self, scope: str) -> tuple[RateLimits | None, _Buckets]:
+        limits = self.policy.org_limits()
+        return limits, _buckets(f"{self.namespace}:{scope}:org", limits)
+
+    async def admit(self, user_id: str, now: datetime, *, scope: str = "") -> RateDecision:
+        """Take one request token (user and pool) if the policy admits the request at ``now``."""
+        limits, own = self._user(user_id, scope)
+        org_limits, pool = self._org(scope)
+        own_checks, pool_checks = own.checks(), pool.checks()
+        mode = self.policy.pool_mode if pool_checks else None
+        if mode is PoolMode.HARD:
+            alternatives = [own_checks + pool_checks]
+        elif mode is PoolMode.BORROW:
+            alternatives = [own_checks, pool_checks]
+        else:
+            alternatives = [own_checks]
+        debits = [BucketDebit(spec, 1.0) for spec in (own.rpm, pool.rpm) if spec is not None]
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await self.counters.take_tokens(alternatives, debits, now)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return RateDecision(self.fail_open, now, degraded=True, error=error)
+        levels = result.levels
+
+        def shown(own_spec: BucketSpec | None, pool_spec: BucketSpec | None) -> BucketLevel | None:
+            spec = own_spec or pool_spec
+            return None if spec is None else levels[spec.key]
+
+        req_limit = limits.rpm if own.rpm is not None else (org_limits.rpm if org_limits else None)
+        tok_limit = limits.tpm if own.tpm is not None else (org_limits.tpm if org_limits else None)
+        retry = None
+        if not result.admitted:
+            retry = min(
+                max((levels[c.spec.key].seconds_until(c.min_level) for c in alt), default=0.0)
+                for alt in alternatives
+            )
+        borrowed = result.admitted and mode is PoolMode.BORROW and not result.clauses[0]
+        return RateDecision(
+            result.admitted,
+            now,
+            retry_after_s=retry,
+            borrowed=borrowed,
+            requests=shown(own.rpm, pool.rpm),
+            tokens=shown(own.tpm, pool.tpm),
+            requests_limit=req_limit,
+            tokens_limit=tok_limit,
+        )
+
+    async def record_tokens(
+        self, user_id: str, tokens: TokenCounts | int, now: datetime, *, scope: str = ""
+    ) -> tuple[BucketLevel, ...]:
+        """Debit the tokens a response reported from the user's and the pool's TPM buckets (debt allowed).
+        Errors propagate (log them; the next admission still works from the levels it finds)."""
+        amount = tokens if isinstance(tokens, int) else tpm_tokens(tokens)
+        if amount < 0:
+            raise ValueError("token count must be >= 0")
+        _, own = self._user(user_id, scope)
+        _, pool = self._org(scope)
+        debits = [BucketDebit(spec, float(amount)) for spec in (own.tpm, pool.tpm) if spec is not None]
+        if not debits:
+            return ()
+        async with asyncio.timeout(self.timeout_s):
+            return await self.counters.debit_tokens(debits, now)
+
+    async def wait_admit(
+        self,
+        user_id: str,
+        *,
+        clock: Callable[[], datetime],
+        max_wait_s: float,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        scope: str = "",
+    ) -> RateDecision:
+        """Queue briefly instead of refusing: retry at the predicted refill time until admitted, or return
+        the refusal as soon as the next chance lies beyond ``max_wait_s``. Not FIFO: a newcomer can take a
+        freed token first; the waiter then retries at the next predicted time."""
+        deadline = clock().timestamp() + max_wait_s
+        while True:
+            now = clock()
+            decision = await self.admit(user_id, now, scope=scope)
+            if decision.ok or decision.retry_after_s is None:
+                return decision
+            if now.timestamp() + decision.retry_after_s > deadline:
+                return decision
+            await sleep(max(decision.retry_after_s, 0.001))

@@ -1,0 +1,96 @@
+"""The gateway side of RPM/TPM limits: configuration, the 429, and the headers a developer sees.
+
+The policy (token buckets, org pool with borrowing) is ``control.ratelimit``; this module maps the
+gateway's settings onto it, turns a refusal into Anthropic's ``rate_limit_error`` with ``retry-after``
+and the user's own ``anthropic-ratelimit-requests-*``/``-tokens-*`` headers, and debits the tokens a
+response reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ccledger.control.counters.base import Counters
+from ccledger.control.ratelimit import RateLimiter as PolicyLimiter
+from ccledger.control.ratelimit import RateLimits, RatePolicy
+from ccledger.core.records import TokenCounts
+
+log = logging.getLogger("ccledger.gateway.ratelimits")
+
+
+@dataclass(slots=True)
+class RateTicket:
+    user_id: str
+    headers: list[tuple[bytes, bytes]]
+
+
+def _hdrs(d: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in d.items()]
+
+
+class RateLimiter:
+    """Disabled (a no-op costing one attribute read) until a limit is configured."""
+
+    def __init__(self, counters: Counters, clock: Callable[[], datetime] | None = None) -> None:
+        self.counters = counters
+        self.clock = clock
+        self.enabled = False
+        self.queue_s = 0.0
+        self.policy: PolicyLimiter | None = None
+        self.config: dict[str, Any] = {}
+
+    def configure(self, cfg: dict[str, Any], users: int = 0) -> None:
+        """``{"rpm_per_user", "tpm_per_user", "org_rpm", "org_tpm", "queue_ms"}``; missing/null = none."""
+        self.config = dict(cfg)
+
+        def num(name: str) -> float | None:
+            v = cfg.get(name)
+            return None if v in (None, 0, "") else float(v)
+
+        rpm, tpm, org_rpm, org_tpm = num("rpm_per_user"), num("tpm_per_user"), num("org_rpm"), num("org_tpm")
+        self.queue_s = (cfg.get("queue_ms") or 0) / 1000
+        if rpm is None and tpm is None and org_rpm is None and org_tpm is None:
+            self.enabled, self.policy = False, None
+            return
+        org = None
+        if org_rpm is not None or org_tpm is not None:
+            org = RateLimits(org_rpm, None if org_tpm is None else int(org_tpm))
+        policy = RatePolicy(
+            per_user=RateLimits(rpm, None if tpm is None else int(tpm)), users=users, org=org
+        )
+        self.policy = PolicyLimiter(self.counters, policy)
+        self.enabled = True
+
+    async def admit(self, user_id: str, now: datetime) -> Any:
+        from ccledger.gateway.limits import Rejection
+
+        assert self.policy is not None
+        if self.queue_s > 0 and self.clock is not None:
+            decision = await self.policy.wait_admit(user_id, clock=self.clock, max_wait_s=self.queue_s)
+        else:
+            decision = await self.policy.admit(user_id, now)
+        if decision.degraded:
+            log.warning("rate-limit counters unavailable (%s)", decision.error)
+        headers = _hdrs(decision.headers())
+        if decision.ok:
+            return RateTicket(user_id, headers)
+        # Which dimension refused: the request bucket if it is below one request, else tokens.
+        req = decision.requests
+        limit = "rpm" if req is not None and req.level < 1.0 else "tpm"
+        if limit == "rpm":
+            msg = f"rate limit exceeded: {decision.requests_limit:g} requests per minute for this user"
+        else:
+            msg = f"rate limit exceeded: {decision.tokens_limit} tokens per minute for this user"
+        return Rejection(429, "rate_limit_error", msg, limit, headers)
+
+    async def settle(self, ticket: RateTicket, tokens: TokenCounts, now: datetime) -> None:
+        if self.policy is None:
+            return
+        try:
+            await self.policy.record_tokens(ticket.user_id, tokens, now)
+        except Exception as exc:
+            log.warning("rate-limit token debit failed: %s", type(exc).__name__)

@@ -1,0 +1,61 @@
+"""Everything one gateway process holds, in one object: what routes, the admin API and tests share.
+
+The admin routes (``gateway.admin``) receive this object as their ``ctx`` and use ``identity``,
+``ledger``, ``guard``, ``settings``, ``clock`` and the admin key lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from ccledger.control.counters.base import Counters
+from ccledger.control.spend import SpendGuard
+from ccledger.core.pricing import PriceBook
+from ccledger.gateway.auth import KeyCache
+from ccledger.gateway.config import AdminKeyring, GatewaySettings
+from ccledger.gateway.limits import Limits
+from ccledger.gateway.metrics import Metrics
+from ccledger.gateway.writer import BatchWriter
+from ccledger.store.identity import IdentityStore
+from ccledger.store.ledger import Ledger
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class GatewayState:
+    settings: GatewaySettings
+    book: PriceBook
+    ledger: Ledger
+    identity: IdentityStore
+    counters: Counters
+    limits: Limits
+    keys: KeyCache
+    writer: BatchWriter
+    metrics: Metrics
+    admin_keyring: AdminKeyring
+    clock: Callable[[], datetime] = utc_now
+    upstream_base: str = ""
+    upstream_credential: tuple[str, str] | None = None
+    http: aiohttp.ClientSession = field(default=None)  # type: ignore[assignment]  # set at startup
+    limits_version: int = -1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def guard(self) -> SpendGuard:
+        return self.limits.guard
+
+    @property
+    def admin_read_keys(self) -> list[dict[str, str]]:
+        return [k.model_dump() for k in self.settings.admin_read_keys]
+
+    @property
+    def admin_write_keys(self) -> list[dict[str, str]]:
+        return [k.model_dump() for k in self.settings.admin_write_keys]

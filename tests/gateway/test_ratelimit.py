@@ -1,0 +1,57 @@
+"""Rate limits through the gateway: 429 rate_limit_error, the user's own headers, settings_kv."""
+
+from __future__ import annotations
+
+from tests.gateway.conftest import body
+
+
+def test_rpm_limit_429_with_own_headers(gateway_factory):
+    gw = gateway_factory(rate_limits={"rpm_per_user": 2})
+    key = gw.user("alice")
+    other = gw.user("bob")
+    with gw.client(key) as c:
+        ok = c.post("/v1/messages", content=body())
+        assert ok.status_code == 200
+        assert ok.headers["anthropic-ratelimit-requests-limit"] == "2"
+        assert ok.headers["anthropic-ratelimit-requests-remaining"] == "1"
+        assert c.post("/v1/messages", content=body()).status_code == 200
+        r = c.post("/v1/messages", content=body())
+        # count_tokens is never limited.
+        assert c.post("/v1/messages/count_tokens", content=body()).status_code == 200
+    assert r.status_code == 429
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    assert r.json()["request_id"] == r.headers["request-id"]
+    assert r.headers["retry-after"] == "30"  # one request refills in 60 s / 2
+    assert r.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert "x-should-retry" not in r.headers
+    with gw.client(other) as c:  # bob has his own bucket
+        assert c.post("/v1/messages", content=body()).status_code == 200
+    gw.clock.advance(seconds=30)
+    with gw.client(key) as c:
+        assert c.post("/v1/messages", content=body()).status_code == 200
+
+
+def test_tpm_debited_from_reported_tokens(gateway_factory):
+    # Each request reports 21 + 300 + 57 = 378 TPM tokens (cache reads excluded).
+    gw = gateway_factory(rate_limits={"tpm_per_user": 500})
+    key = gw.user("alice")
+    with gw.client(key) as c:
+        first = c.post("/v1/messages", content=body())
+        assert first.status_code == 200
+        second = c.post("/v1/messages", content=body())  # bucket 122 >= 0: admitted, goes into debt
+        assert second.status_code == 200
+        third = c.post("/v1/messages", content=body())
+    assert third.status_code == 429
+    assert third.json()["error"]["type"] == "rate_limit_error"
+    assert third.headers["anthropic-ratelimit-tokens-limit"] == "500"
+    assert int(third.headers["retry-after"]) >= 1
+
+
+def test_limits_plan_apply_setting_is_picked_up(gw):
+    key = gw.user("alice")
+    gw.identity.set_setting("rate_limits", {"rpm_per_user": 1, "tpm_per_user": 100000}, gw.clock())
+    gw.refresh()
+    with gw.client(key) as c:
+        assert c.post("/v1/messages", content=body()).status_code == 200
+        r = c.post("/v1/messages", content=body())
+    assert r.status_code == 429 and r.headers["anthropic-ratelimit-requests-limit"] == "1"

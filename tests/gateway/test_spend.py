@@ -1,0 +1,143 @@
+"""Spend caps through the HTTP gateway: the 429 shape, UTC resets, utilisation headers, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from ccledger.control.counters import MemoryCounters
+from ccledger.core.periods import utc_period_key
+from tests.gateway.conftest import DEFAULT_COST, body
+
+
+def _cap(gw, cents: str, period: str = "daily", scope: str = "user", scope_id: str | None = "alice"):
+    gw.identity.upsert_spend_limit(scope, scope_id, period, cents, "test", gw.clock())
+    gw.refresh()
+
+
+def test_cap_blocks_with_billing_error_and_resets_at_utc_midnight(gw, fake_upstream):
+    key = gw.user("alice")
+    _cap(gw, "1")  # 1 cent = 10,000,000 nanos; each request costs DEFAULT_COST (3,468,000)
+    codes = []
+    with gw.client(key) as c:
+        for _ in range(5):
+            r = c.post("/v1/messages", content=body())
+            codes.append(r.status_code)
+        assert codes == [200, 200, 200, 429, 429]  # expected mode: the 3rd crosses, then blocked
+        upstream_calls = len(fake_upstream.requests)
+        assert r.json()["error"] == {
+            "type": "billing_error",
+            "message": "spend limit reached (daily; resets 2026-08-08 00:00 UTC)",
+        }
+        assert r.json()["request_id"] == r.headers["request-id"]
+        assert r.headers["x-should-retry"] == "false"
+        assert r.headers["retry-after"] == str(12 * 3600)  # clock at 12:00 UTC
+        assert upstream_calls == 3  # a blocked request never reaches the upstream
+        # count_tokens is never blocked by a spend cap.
+        assert c.post("/v1/messages/count_tokens", content=body()).status_code == 200
+        gw.clock.set(datetime(2026, 8, 8, 0, 0, 1, tzinfo=UTC))
+        assert c.post("/v1/messages", content=body()).status_code == 200
+    assert sum(r["cost_nanos"] for r in gw.rows()) == 4 * DEFAULT_COST
+
+
+def test_utilisation_headers_for_capped_developer(gw):
+    key = gw.user("alice")
+    other = gw.user("bob")
+    _cap(gw, "10", "weekly")  # 100,000,000 nanos
+    with gw.client(key) as c:
+        c.post("/v1/messages", content=body())
+        r = c.post("/v1/messages", content=body())
+    util = float(r.headers["anthropic-ratelimit-unified-weekly-utilization"])
+    assert util == pytest.approx(DEFAULT_COST / 100_000_000, abs=1e-4)
+    assert r.headers["anthropic-ratelimit-unified-status"] == "allowed"
+    monday = datetime(2026, 8, 10, tzinfo=UTC)
+    assert r.headers["anthropic-ratelimit-unified-weekly-reset"] == str(int(monday.timestamp()))
+    with gw.client(other) as c:
+        r2 = c.post("/v1/messages", content=body())
+    assert not any(h.startswith("anthropic-ratelimit-unified") for h in r2.headers)
+
+
+def test_group_and_org_caps_resolve(gw):
+    key = gw.user("alice", groups=("interns",))
+    _cap(gw, "100", scope="organization", scope_id=None)
+    _cap(gw, "0", scope="rbac_group", scope_id="interns")  # most restrictive group cap wins over org
+    with gw.client(key) as c:
+        r = c.post("/v1/messages", content=body())
+    assert r.status_code == 429 and r.json()["error"]["type"] == "billing_error"
+    _cap(gw, "100")  # a user override beats the group
+    with gw.client(key) as c:
+        assert c.post("/v1/messages", content=body()).status_code == 200
+
+
+def test_counters_seeded_from_ledger_at_start(gateway_factory, clock):
+    gw1 = gateway_factory()
+    key = gw1.user("alice")
+    with gw1.client(key) as c:
+        for _ in range(3):
+            c.post("/v1/messages", content=body())
+    gw1.flush()
+    gw1.identity.upsert_spend_limit("user", "alice", "daily", "1", "test", clock())
+    gw1.stop()
+    gw2 = gateway_factory()  # same store: starts from the 3 requests already recorded
+    with gw2.client(key) as c:
+        r = c.post("/v1/messages", content=body())
+    assert r.status_code == 429
+
+
+def _blast(url: str, key: str, n: int) -> list[int]:
+    async def go() -> list[int]:
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(base_url=url, headers={"x-api-key": key}, limits=limits, timeout=30) as c:
+            rs = await asyncio.gather(
+                *(c.post("/v1/messages", content=body(max_tokens=100)) for _ in range(n))
+            )
+        return [r.status_code for r in rs]
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("estimator", ["strict", "expected"])
+def test_100_concurrent_requests_against_a_cap(gateway_factory, estimator):
+    gw = gateway_factory(estimator=estimator)
+    key = gw.user("alice")
+    cap_nanos = 5 * 10_000_000  # 5 cents: ~14 requests' worth
+    gw.identity.upsert_spend_limit("user", "alice", "daily", "5", "test", gw.clock())
+    gw.refresh()
+    codes = _blast(gw.url, key, 100)
+    assert set(codes) <= {200, 429} and 200 in codes and 429 in codes
+    spend = sum(r["cost_nanos"] for r in gw.rows(user_id="alice"))
+    assert spend == codes.count(200) * DEFAULT_COST
+    if estimator == "strict":
+        assert spend <= cap_nanos
+    else:
+        assert spend <= cap_nanos + DEFAULT_COST
+    now = gw.clock()
+    for period in ("daily", "weekly", "monthly"):
+        state = gw.run(gw.state.counters.read("user:alice", utc_period_key(period, now), now))
+        assert state.reserved_nanos == 0  # no reservation left behind
+        assert state.spent_nanos == spend
+
+
+class _BrokenCounters(MemoryCounters):
+    async def reserve(self, *a, **kw):  # type: ignore[override]
+        raise ConnectionError("counter store down")
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_fail_open_or_closed_when_counters_fail(gateway_factory, mode):
+    gw = gateway_factory(counters=_BrokenCounters(), fail_mode=mode)
+    key = gw.user("alice")
+    gw.identity.upsert_spend_limit("user", "alice", "daily", "100", "test", gw.clock())
+    gw.refresh()
+    with gw.client(key) as c:
+        r = c.post("/v1/messages", content=body())
+    if mode == "open":
+        assert r.status_code == 200
+        assert "anthropic-ratelimit-unified-status" not in r.headers
+    else:
+        assert r.status_code == 429
+        assert r.json()["error"] == {"type": "billing_error", "message": "spend limit unavailable"}
+        assert "retry-after" not in r.headers
