@@ -1,15 +1,17 @@
 """Shared fixtures: PostgreSQL availability, a store URL on both engines, and the fake upstream.
 
-``store_url`` yields a fresh SQLite file or a private PostgreSQL schema (selected through the
-connection's ``search_path``), so tests never see each other's rows and need no truncation order.
+``store_url`` yields a migrated, empty store: a fresh copy of a template SQLite file, or a private
+PostgreSQL schema (selected through the connection's ``search_path``) truncated before each test.
 The PostgreSQL variants are marked ``postgres`` and skip with the reason when the server is absent.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -39,29 +41,64 @@ def pg_url(pg_skip_reason: str | None) -> str:
     return PG_URL
 
 
-def _pg_schema_url(base: str) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file per session; tests get a copy (a migration per test costs ~0.2 s)."""
+    from ccledger.store.ledger import Ledger
+
+    path = tmp_path_factory.mktemp("template") / "ledger.db"
+    Ledger.open(f"sqlite:///{path}").close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _pg_schema(pg_skip_reason: str | None) -> Iterator[str]:
+    """One private, migrated PostgreSQL schema per session; tables are truncated before each test."""
+    if pg_skip_reason:
+        yield ""
+        return
     import psycopg
 
+    from ccledger.store.ledger import Ledger
+
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(base, autocommit=True) as conn:
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in base else "?"
+    sep = "&" if "?" in PG_URL else "?"
+    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    Ledger.open(url).close()
     try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+        yield url
     finally:
-        with psycopg.connect(base, autocommit=True) as conn:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def _truncate(url: str) -> None:
+    import psycopg
+
+    from ccledger.store.schema import metadata
+
+    schema = url.rsplit("%3D", 1)[1]
+    names = ", ".join(f'"{schema}"."{t.name}"' for t in metadata.sorted_tables)
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {names} RESTART IDENTITY")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path, pg_skip_reason) -> Iterator[str]:
-    """A URL for an empty, not yet migrated store: a fresh SQLite file, or a private PostgreSQL schema."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, pg_skip_reason: str | None) -> Iterator[str]:
+    """A migrated, empty store: a copy of a template SQLite file, or the session's PostgreSQL schema
+    with every table truncated. The PostgreSQL variant skips (with the reason) when the server is absent."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        target = tmp_path / "ledger.db"
+        shutil.copyfile(request.getfixturevalue("_sqlite_template"), target)
+        yield f"sqlite:///{target}"
         return
     if pg_skip_reason:
         pytest.skip(pg_skip_reason)
-    yield from _pg_schema_url(PG_URL)
+    url = request.getfixturevalue("_pg_schema")
+    _truncate(url)
+    yield url
 
 
 @pytest.fixture(scope="session")

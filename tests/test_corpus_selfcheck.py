@@ -220,7 +220,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 
 def test_generate_is_deterministic(tmp_path: Path) -> None:
-    kw: dict[str, Any] = {"sessions": 9, "requests_per_session": 8}
+    kw: dict[str, Any] = {"sessions": 9, "requests_per_session": 5}
     a = generate(tmp_path / "a", seed=7, **kw)
     b = generate(tmp_path / "b", seed=7, **kw)
     c = generate(tmp_path / "c", seed=8, **kw)

@@ -135,11 +135,12 @@ class RunningGateway:
         return list(self.state.ledger.iter_records(**where))
 
     def client(self, key: str, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"x-api-key": key}, timeout=30, **kw)
+        return httpx.Client(base_url=self.url, headers={"x-api-key": key}, timeout=30, verify=False, **kw)
 
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        self.state.ledger.close()  # return PostgreSQL connections before the next test truncates
 
 
 def start_gateway(settings: GatewaySettings, clock: Clock, **kw: Any) -> RunningGateway:

@@ -115,11 +115,28 @@ def test_duplicate_write_is_not_double_counted(gw):
     with gw.client(key) as c:
         c.post("/v1/messages", content=body())
     (row,) = gw.rows()
-    # Replaying the same record (e.g. from the spool) upserts the same row.
-    from ccledger.gateway.writer import row_from_json  # noqa: F401  (API used by the spool)
+    # Writing the same record again (a retry, a spool replay) upserts the same row.
+    from ccledger.gateway.writer import row_from_json, row_to_json
 
-    gw.flush()
+    again = row_from_json(row_to_json(gw.state.writer.ledger and _priced(row)))
+    gw.state.ledger.write([again])
     assert gw.state.ledger.count() == 1
+    assert gw.rows()[0]["cost_nanos"] == DEFAULT_COST
+
+
+def _priced(row):
+    from datetime import UTC, datetime
+
+    from ccledger.core.records import TokenCounts, UsageRecord
+    from ccledger.store.ledger import PricedRow
+
+    rec = UsageRecord(
+        ts=datetime.fromtimestamp(row["ts_ms"] / 1000, UTC), source="gateway", dedupe_key=row["dedupe_key"],
+        model=row["model"], user_id=row["user_id"], cost_nanos=row["cost_nanos"],
+        tokens=TokenCounts(row["input_tokens"], row["output_tokens"], row["cache_write_5m"],
+                           row["cache_write_1h"], row["cache_read"]),
+    )  # fmt: skip
+    return PricedRow(rec, row["model"], False)
 
 
 # -- the pure parser ---------------------------------------------------------------------------------

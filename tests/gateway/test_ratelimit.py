@@ -5,8 +5,9 @@ from __future__ import annotations
 from tests.gateway.conftest import body
 
 
-def test_rpm_limit_429_with_own_headers(gateway_factory):
-    gw = gateway_factory(rate_limits={"rpm_per_user": 2})
+def test_rpm_limit_429_with_own_headers_and_org_pool(gateway_factory):
+    # Own bucket 2 RPM; org pool 3 RPM: alice borrows one request from the pool, then is refused.
+    gw = gateway_factory(rate_limits={"rpm_per_user": 2, "org_rpm": 3})
     key = gw.user("alice")
     other = gw.user("bob")
     with gw.client(key) as c:
@@ -15,18 +16,19 @@ def test_rpm_limit_429_with_own_headers(gateway_factory):
         assert ok.headers["anthropic-ratelimit-requests-limit"] == "2"
         assert ok.headers["anthropic-ratelimit-requests-remaining"] == "1"
         assert c.post("/v1/messages", content=body()).status_code == 200
+        assert c.post("/v1/messages", content=body()).status_code == 200  # borrowed from the pool
         r = c.post("/v1/messages", content=body())
         # count_tokens is never limited.
         assert c.post("/v1/messages/count_tokens", content=body()).status_code == 200
     assert r.status_code == 429
     assert r.json()["error"]["type"] == "rate_limit_error"
     assert r.json()["request_id"] == r.headers["request-id"]
-    assert r.headers["retry-after"] == "30"  # one request refills in 60 s / 2
+    assert r.headers["retry-after"] == "20"  # the pool refills one request in 60 s / 3
     assert r.headers["anthropic-ratelimit-requests-remaining"] == "0"
     assert "x-should-retry" not in r.headers
-    with gw.client(other) as c:  # bob has his own bucket
+    with gw.client(other) as c:  # bob's own share is guaranteed even with the pool empty
         assert c.post("/v1/messages", content=body()).status_code == 200
-    gw.clock.advance(seconds=30)
+    gw.clock.advance(seconds=60)  # the borrowed request left alice's own bucket one request in debt
     with gw.client(key) as c:
         assert c.post("/v1/messages", content=body()).status_code == 200
 

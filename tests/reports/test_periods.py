@@ -11,11 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from ccledger.cli.reports import ReportOptions, run_period_report
-from tests.reports.conftest import (
+from tests.reports.support import (
     FALLBACK_NANOS,
     HAIKU,
+    HAIKU_KEY,
     HAIKU_NANOS,
     SONNET,
+    SONNET_KEY,
     SONNET_NANOS,
     UNKNOWN,
     console_text,
@@ -63,7 +65,10 @@ def test_daylight_saving_rules_are_applied_not_a_fixed_offset(app, add, capsys):
     add(summer, inp=1)
     add(winter, inp=2)
     rows = report_json(app, capsys, tz="Europe/Berlin")["rows"]
-    assert [r["period"] for r in rows] == [local_day(summer, "Europe/Berlin"), local_day(winter, "Europe/Berlin")]
+    assert [r["period"] for r in rows] == [
+        local_day(summer, "Europe/Berlin"),
+        local_day(winter, "Europe/Berlin"),
+    ]
     assert [r["period"] for r in rows] == ["2026-07-11", "2026-12-10"]
 
 
@@ -111,7 +116,10 @@ def test_since_until_are_inclusive_local_dates(app, add, capsys):
     add(at(d22, 23, 59, 59, 999000), inp=100)  # last ms of until: in
     add(at(d23, 0, 0), inp=1000)  # first instant after until: out
     doc = report_json(app, capsys, tz="Europe/Berlin", since=d21, until=d22)
-    assert [(r["period"], r["tokens"]["input"]) for r in doc["rows"]] == [("2026-11-21", 10), ("2026-11-22", 100)]
+    assert [(r["period"], r["tokens"]["input"]) for r in doc["rows"]] == [
+        ("2026-11-21", 10),
+        ("2026-11-22", 100),
+    ]
     assert doc["totals"]["tokens"]["input"] == 110
     assert (doc["since"], doc["until"]) == ("2026-11-21", "2026-11-22")
 
@@ -171,7 +179,7 @@ def test_json_costs_breakdown_and_totals(app, capsys, two_model_day):
     assert set(doc) >= {"period", "tz", "rows", "totals", "unknown_models"}
     day1, day2 = doc["rows"]
     assert day1["period"] == "2026-11-23"
-    assert day1["models"] == sorted([SONNET, HAIKU])
+    assert day1["models"] == sorted([SONNET_KEY, HAIKU_KEY])
     assert day1["cost"] == nine(sonnet + haiku23)
     assert day1["requests"] == 3 and day1["web_search_requests"] == 2
     assert day1["tokens"] == {
@@ -179,10 +187,10 @@ def test_json_costs_breakdown_and_totals(app, capsys, two_model_day):
         "cache_read": 100000, "total": 5500 + 1850 + 5000 + 2000 + 100000,
     }  # fmt: skip
     by_model = {b["model"]: b for b in day1["breakdown"]}
-    assert by_model[SONNET]["cost"] == nine(sonnet)
-    assert by_model[HAIKU]["cost"] == nine(haiku23)
-    assert by_model[SONNET]["tokens"]["cache_write_1h"] == 2000
-    assert [b["model"] for b in day1["breakdown"]] == [SONNET, HAIKU]  # most expensive first
+    assert by_model[SONNET_KEY]["cost"] == nine(sonnet)
+    assert by_model[HAIKU_KEY]["cost"] == nine(haiku23)
+    assert by_model[SONNET_KEY]["tokens"]["cache_write_1h"] == 2000
+    assert [b["model"] for b in day1["breakdown"]] == [SONNET_KEY, HAIKU_KEY]  # most expensive first
     assert day2["cost"] == nine(haiku24)
 
     # totals equal the sum of rows, exactly
@@ -207,15 +215,15 @@ def test_csv_one_row_per_period_and_per_model_with_breakdown(app, capsys, two_mo
         ("2026-11-23", nine(sonnet + haiku23)),
         ("2026-11-24", nine(haiku24)),
     ]
-    assert rows[0]["models"] == ";".join(sorted([SONNET, HAIKU]))
+    assert rows[0]["models"] == ";".join(sorted([SONNET_KEY, HAIKU_KEY]))
     assert rows[0]["cache_write_1h"] == "2000" and rows[0]["requests"] == "3"
 
     run_period_report(app, "daily", ReportOptions(tz="UTC", csv=True, breakdown=True), console=None)
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(r["period"], r["models"], r["cost"]) for r in rows] == [
-        ("2026-11-23", SONNET, nine(sonnet)),
-        ("2026-11-23", HAIKU, nine(haiku23)),
-        ("2026-11-24", HAIKU, nine(haiku24)),
+        ("2026-11-23", SONNET_KEY, nine(sonnet)),
+        ("2026-11-23", HAIKU_KEY, nine(haiku23)),
+        ("2026-11-24", HAIKU_KEY, nine(haiku24)),
     ]
 
 
@@ -240,7 +248,10 @@ def test_unknown_model_is_flagged_with_marker_and_footnote(app, add, capsys, con
     run_period_report(app, "daily", ReportOptions(tz="UTC"), console)
     text = console_text(console)
     assert "nonexistent-9*" in text
-    assert f"* priced at the fallback rate ($5/$25 per MTok input/output), not in the price book: {UNKNOWN}" in text
+    assert (
+        f"* priced at the fallback rate ($5/$25 per MTok input/output), not in the price book: {UNKNOWN}"
+        in text
+    )
 
 
 # -- project filter ---------------------------------------------------------------------------------
@@ -273,3 +284,18 @@ def test_empty_filter_json_is_still_a_document_and_message_goes_to_stderr(app, a
     doc = json.loads(out)
     assert doc["rows"] == [] and doc["totals"]["cost"] == "0.000000000"
     assert "No usage for since 2027-01-01" in err
+
+
+def test_every_id_form_of_a_model_is_one_row_and_unknown_ids_stay_raw(app, add, capsys):
+    add("2026-11-23T09:00:00Z", model="claude-sonnet-4-5", inp=1)
+    add("2026-11-23T09:01:00Z", model=SONNET, inp=2)
+    add("2026-11-23T09:02:00Z", model="us.anthropic.claude-sonnet-4-5-20250929-v1:0", inp=4)
+    add("2026-11-23T09:03:00Z", model=UNKNOWN, inp=8)
+    doc = report_json(app, capsys, tz="UTC", breakdown=True)
+    row = doc["rows"][0]
+    assert row["models"] == [UNKNOWN, SONNET_KEY]
+    assert {b["model"]: b["tokens"]["input"] for b in row["breakdown"]} == {SONNET_KEY: 7, UNKNOWN: 8}
+    assert {b["model"]: b["cost"] for b in row["breakdown"]} == {
+        SONNET_KEY: nine(expected_nanos(SONNET_NANOS, 7)),
+        UNKNOWN: nine(expected_nanos(FALLBACK_NANOS, 8)),
+    }

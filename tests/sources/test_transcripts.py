@@ -206,3 +206,24 @@ def test_arbitrary_json_in_usage_shapes_never_crash(tmp_path, value):
     f.write_text(json.dumps(obj) + "\n" + json.dumps({"message": {"usage": value}}) + "\n")
     scan = scan_file(f, None)
     assert scan is not None and scan.error is None
+
+
+_GOOD = [b'{"a":1}', b'{"type":"user","message":{"content":"hi \xc3\xa9"}}', b"{}", b"  "]
+_BAD = [b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a":"\xff"}', b'{"a":1}}', b"\x00"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 7)), min_size=1, max_size=40))
+def test_bulk_validation_finds_exactly_the_bad_lines(spec):
+    """Chunk validation must single out every bad line, even an unterminated one that runs on into
+    the next line (JSON sees the newline as whitespace)."""
+    from ccledger.sources.transcripts import _bad_spans
+
+    lines = [(_BAD if bad else _GOOD)[i % (8 if bad else 4)] for bad, i in spec]
+    buf = b"".join(line + b"\n" for line in lines)
+    starts, pos = [], 0
+    for line in lines:
+        starts.append(pos)
+        pos += len(line) + 1
+    expected = [starts[k] for k, (bad, _) in enumerate(spec) if bad]
+    assert [s for s, _ in _bad_spans(buf)] == expected

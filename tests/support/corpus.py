@@ -198,8 +198,7 @@ def project_dir_name(cwd: str) -> str:
 
 def format_ts(t: datetime) -> str:
     """``2026-11-23T14:02:15.350Z``: the only timestamp form Claude Code writes."""
-    u = t.astimezone(UTC)
-    return u.strftime("%Y-%m-%dT%H:%M:%S.") + f"{u.microsecond // 1000:03d}Z"
+    return t.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def _line(obj: Json) -> bytes:
@@ -374,6 +373,15 @@ _MAIN_MODELS: tuple[tuple[str, int], ...] = (
     ("claude-sonnet-4-6", 4),
     ("claude-opus-4-7", 3),
     ("claude-fable-5", 2),
+)
+_REQUIRED_PRIMARIES = (
+    "claude-sonnet-4-5-20250929",
+    "claude-opus-4-6",
+    "claude-sonnet-5",
+    "claude-opus-4-8",
+    "claude-sonnet-4-5",
+    "claude-opus-5",
+    "claude-haiku-4-5-20251001",
 )
 _SIDE_MODEL = "claude-haiku-4-5-20251001"
 _BEDROCK_MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
@@ -588,10 +596,12 @@ class _Writer:
         self.big = big
         self.exp = Expected()
         self.msg_ids: set[str] = set()
+        self.first_party_sessions = 0
         rng = self.rng
         n_words = 60_000 if big else 8_000
         self.prose = " ".join(rng.choices(_WORDS, k=n_words))
         self.code = " ".join(rng.choices(_CODE, k=n_words // 2))
+        self.noise = "".join(rng.choices(_B62, k=8_192))  # for signatures: slices, no per-char draws
         self.blob = b""
         self.blob_offsets: list[int] = []
         if big:
@@ -613,6 +623,10 @@ class _Writer:
 
     def tool_id(self) -> str:
         return "toolu_01" + "".join(self.rng.choices(_B62, k=22))
+
+    def random_chars(self, n: int) -> str:
+        a = self.rng.randrange(len(self.noise) - n)
+        return self.noise[a : a + n]
 
     def hex_id(self, n: int) -> str:
         return "".join(self.rng.choices(_HEX, k=n))
@@ -884,7 +898,7 @@ class _Writer:
                     {
                         "type": "thinking",
                         "thinking": self.text(300, 2500) if big else self.text(40, 500),
-                        "signature": "Eq" + "".join(rng.choices(_B62, k=rng.randint(150, 400))),
+                        "signature": "Eq" + self.random_chars(rng.randint(150, 400)),
                     }
                 )
             elif kind == "text":
@@ -1347,7 +1361,8 @@ def _main_session(
     rng = w.rng
     if w.features:
         for name, p in (("bedrock", 0.04), ("vertex", 0.04), ("summary", 0.4), ("mixed_ttl", 0.15)):
-            if rng.random() < p:
+            provider_taken = name in ("bedrock", "vertex") and bool(session_flags & {"bedrock", "vertex"})
+            if rng.random() < p and not provider_taken:
                 session_flags.add(name)
     cwd = PROJECTS[idx] if idx < len(PROJECTS) else rng.choice(PROJECTS)
     if "bedrock" in session_flags:
@@ -1355,7 +1370,10 @@ def _main_session(
     elif "vertex" in session_flags:
         primary, side = _VERTEX_MODEL, None
     else:
-        primary = _weighted_model(rng)
+        # The first first-party sessions cycle through the ids every corpus must contain.
+        n = w.first_party_sessions
+        primary = _REQUIRED_PRIMARIES[n] if n < len(_REQUIRED_PRIMARIES) else _weighted_model(rng)
+        w.first_party_sessions += 1
         side = _SIDE_MODEL if primary != _SIDE_MODEL else None
     t0 = start + timedelta(milliseconds=rng.randrange(max(1, days) * 86_400_000))
     midnight = None

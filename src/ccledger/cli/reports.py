@@ -14,10 +14,11 @@ from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
-from ccledger.reports import render
+from ccledger.reports import render, tables
 from ccledger.reports.aggregate import (
     ALL_TIME_MS,
     HOUR_MS,
+    MODEL_BY,
     QUARTER_HOUR_MS,
     Report,
     filter_project,
@@ -102,9 +103,9 @@ def _say_empty(app: App, opts: ReportOptions, console: Console, machine: str | N
 
 def build_period_report(app: App, period: str, opts: ReportOptions, tz: tzinfo) -> Report:
     since_ms, until_ms = date_bounds(opts.since, opts.until, tz)
-    by = ["model", "project"] if opts.project else ["model"]
+    by = [*MODEL_BY, "project"] if opts.project else [*MODEL_BY]
     rows = app.ledger.rollup(bucket_ms=QUARTER_HOUR_MS, by=by, since_ms=since_ms, until_ms=until_ms)
-    rows = filter_project(rows, opts.project, 1)
+    rows = filter_project(rows, opts.project, 2)
     return period_report(rows, period, tz, week_start=opts.week_start, since=opts.since, until=opts.until)
 
 
@@ -125,7 +126,7 @@ def run_period_report(
     elif machine is not None:
         _write(machine)
     else:
-        render.period_table(report, console, breakdown=opts.breakdown, fallback=_fallback(app))
+        tables.period_table(report, console, breakdown=opts.breakdown, fallback=_fallback(app))
 
 
 # -- sessions -------------------------------------------------------------------------------------------
@@ -134,9 +135,9 @@ def run_period_report(
 def build_session_report(app: App, opts: ReportOptions, tz: tzinfo) -> Report:
     since_ms, until_ms = date_bounds(opts.since, opts.until, tz)
     rows = app.ledger.rollup(
-        bucket_ms=ALL_TIME_MS, by=["session_id", "model", "project"], since_ms=since_ms, until_ms=until_ms
+        bucket_ms=ALL_TIME_MS, by=["session_id", *MODEL_BY, "project"], since_ms=since_ms, until_ms=until_ms
     )
-    return session_report(filter_project(rows, opts.project, 2), tz)
+    return session_report(filter_project(rows, opts.project, 3), tz)
 
 
 def run_session_report(app: App, opts: ReportOptions, console: Console) -> None:
@@ -154,7 +155,7 @@ def run_session_report(app: App, opts: ReportOptions, console: Console) -> None:
     elif machine is not None:
         _write(machine)
     else:
-        render.session_table(report, console, breakdown=opts.breakdown, fallback=_fallback(app))
+        tables.session_table(report, console, breakdown=opts.breakdown, fallback=_fallback(app))
 
 
 # -- blocks ---------------------------------------------------------------------------------------------
@@ -175,9 +176,9 @@ def run_blocks_report(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     since_ms, until_ms = date_bounds(opts.since, opts.until, tz)
-    by = ["model", "project"] if opts.project else ["model"]
+    by = [*MODEL_BY, "project"] if opts.project else [*MODEL_BY]
     rows = app.ledger.rollup(bucket_ms=HOUR_MS, by=by, since_ms=since_ms, until_ms=until_ms)
-    report = blocks_report(filter_project(rows, opts.project, 1), now, token_limit=token_limit)
+    report = blocks_report(filter_project(rows, opts.project, 2), now, token_limit=token_limit)
     shown = [b for b in report.rows if b.active] if active else report.rows
 
     machine = None
@@ -202,7 +203,7 @@ def run_blocks_report(
     elif machine is not None:
         _write(machine)
     else:
-        render.blocks_table(report, shown, tz, console, breakdown=opts.breakdown, fallback=_fallback(app))
+        tables.blocks_table(report, shown, tz, console, breakdown=opts.breakdown, fallback=_fallback(app))
 
 
 # -- /cost ----------------------------------------------------------------------------------------------

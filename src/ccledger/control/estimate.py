@@ -147,6 +147,8 @@ class ExpectedEstimator:
     session cost about the same, and the guess errs low only by that growth. Sessions are keyed with
     their user so a client-chosen session id cannot borrow another developer's history. Memory is two
     bounded LRU maps (``max_entries`` each); a forgotten session falls back to the user, then to strict.
+    Feed ``observe`` with requests that completed normally: an aborted request's floor-billed cost would
+    make the next guess low, and low guesses are what loosen ``HEADROOM``'s bound.
     """
 
     def __init__(self, strict: StrictEstimator, *, max_entries: int = 10_000) -> None:

@@ -8,11 +8,13 @@ request. Because tokens are charged afterwards, requests admitted together can o
 own tokens; the debt then holds the user back until refill repays it.
 
 Org pool (``PoolMode``), sized users × per-user allowance unless set explicitly. Every admitted request
-debits both the user's buckets and the pool's.
+debits both the user's buckets and the pool's, so what a user borrows is charged to their own allowance
+too: after a burst their bucket is in debt and they are back "in share" once refill repays it.
 
 ``BORROW`` (default): admit iff the user's own buckets allow it, OR the pool's do.
-  * Share guarantee: a user within their own allowance is admitted whatever everyone else does; the
-    own-bucket test never looks at the pool, so others' borrowing cannot eat anyone's share.
+  * Share guarantee: a user whose own buckets have room (their total traffic, borrowed included, is
+    within their allowance) is admitted whatever everyone else does; the own-bucket test never looks at
+    the pool, so others' borrowing cannot eat anyone's share.
   * Bursting: a user past their allowance is still admitted while the pool has room (idle colleagues).
   * Org total: borrowing needs a non-empty pool, so borrowed traffic in any window is at most the pool's
     burst plus its refill minus the in-share traffic before it. With the default pool (= the sum of the

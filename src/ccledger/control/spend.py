@@ -416,13 +416,13 @@ class SpendGuard:
             raise
         except Exception as exc:
             return self._unavailable(request_id, slots, now, exc)
-        usage = {}
-        for slot, state in zip(slots, result.states, strict=True):
+        usage: dict[int, PeriodUsage] = {}
+        for i, (slot, state) in enumerate(zip(slots, result.states, strict=True)):
             if slot.item.cap_nanos is not None:
-                usage[slot.item.target] = _usage(slot, state)
+                usage[i] = _usage(slot, state)
         blocked = tuple(
             CapHit(
-                usage[slots[i].item.target],
+                usage[i],
                 transient=not item_blocks(slots[i].item, CounterState(result.states[i].spent_nanos), mode),
             )
             for i in result.blocked

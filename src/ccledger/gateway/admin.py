@@ -409,42 +409,50 @@ async def _guard_spend(ctx: Any, user_id: str, group_ids: tuple[str, ...], now: 
     return {u.period: int(u.spent_nanos) for u in usage if u.scope == "user"}
 
 
-async def _effective(ctx: Any, request: Request) -> dict[str, Any]:
-    now = ctx.clock()
-    rows, query = await run_in_threadpool(_effective_rows, ctx, request, now)
+async def _fill_spend(ctx: Any, rows: list[dict[str, Any]], now: datetime) -> None:
+    """Set ``period_to_date_spend``: live counters where the guard tracks the period, else the ledger."""
     live: dict[str, dict[str, int]] = {}
     for row in rows:
         uid = row["scope"]["user_id"]
         if uid not in live:
             live[uid] = await _guard_spend(ctx, uid, tuple(row["groups"]), now)
-        nanos = live[uid].get(row["period"], row["_nanos"])
+        fallback = row.pop("_nanos", None)
+        nanos = live[uid].get(row["period"], fallback)
         row["period_to_date_spend"] = "0" if not nanos else usd_to_cents_str(from_nanos(nanos))
-        row["_spend"] = Decimal(row["period_to_date_spend"])
 
+
+async def _effective(ctx: Any, request: Request) -> dict[str, Any]:
+    now = ctx.clock()
+    rows, query = await run_in_threadpool(_effective_rows, ctx, request, now)
+    limit, position = query["limit"], query["position"]
     period_index = {p: i for i, p in enumerate(PERIODS)}
-    position = query["position"]
+    next_position: Any
     if query["sort"] == "spend_desc":
-        rows.sort(key=lambda r: (-r["_spend"], r["scope"]["user_id"]))
-        offset = position if isinstance(position, int) and position >= 0 else 0
-        if position is not None and not isinstance(position, int):
+        # Ranking needs everyone's spend; the page token is an offset into the ranking.
+        if position is not None and (
+            not isinstance(position, int) or isinstance(position, bool) or position < 0
+        ):
             raise _bad("page is not a valid page token")
-        page = rows[offset : offset + query["limit"]]
-        has_more = offset + query["limit"] < len(rows)
-        next_position: Any = offset + query["limit"]
+        offset = position or 0
+        await _fill_spend(ctx, rows, now)
+        rows.sort(key=lambda r: (-Decimal(r["period_to_date_spend"]), r["scope"]["user_id"]))
+        page = rows[offset : offset + limit]
+        has_more = offset + limit < len(rows)
+        next_position = offset + limit
     else:
-        # Principals ascending, then periods: a page boundary stays put while spend accrues.
+        # Principals ascending, then periods: a page boundary stays put while spend accrues, and only
+        # the page's principals need a counter read.
         if position is not None:
-            if not (isinstance(position, list) and len(position) == 2):
-                raise _bad("page is not a valid page token")
-            after = (str(position[0]), int(position[1]))
+            try:
+                after = (str(position[0]), int(position[1]))
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise _bad("page is not a valid page token") from None
             rows = [r for r in rows if (r["scope"]["user_id"], period_index[r["period"]]) > after]
-        page = rows[: query["limit"]]
-        has_more = len(rows) > query["limit"]
+        page = rows[:limit]
+        has_more = len(rows) > limit
+        await _fill_spend(ctx, page, now)
         last = page[-1] if page else None
         next_position = None if last is None else [last["scope"]["user_id"], period_index[last["period"]]]
-    for row in page:
-        row.pop("_nanos", None)
-        row.pop("_spend", None)
     next_page = _encode_page(next_position, query["binding"]) if has_more else None
     return {"data": page, "has_more": has_more, "next_page": next_page}
 

@@ -20,7 +20,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,11 +30,12 @@ from ccledger.core.pricing import PriceBook
 from ccledger.gateway.auth import KeyCache
 from ccledger.gateway.config import AdminKeyring, GatewaySettings, load_settings
 from ccledger.gateway.errors import envelope, new_request_id
-from ccledger.gateway.headers import client_key
+from ccledger.gateway.headers import client_key, credential_line
 from ccledger.gateway.limits import Limits
 from ccledger.gateway.metrics import Metrics
 from ccledger.gateway.proxy import COUNT_TOKENS, MESSAGES, Proxy
 from ccledger.gateway.state import GatewayState, utc_now
+from ccledger.gateway.upstream import UpstreamError, UpstreamPool
 from ccledger.gateway.writer import BatchWriter, Spool
 from ccledger.store.identity import IdentityStore
 from ccledger.store.ledger import Ledger
@@ -115,14 +115,9 @@ async def _refresh_loop(state: GatewayState) -> None:
 
 async def startup(state: GatewayState) -> None:
     state.extra["loop"] = asyncio.get_running_loop()  # lets tests and tools run coroutines on it
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=state.settings.upstream_connect_timeout,
-        sock_read=state.settings.upstream_sock_read_timeout,
-    )  # fmt: skip
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-    state.http = aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",),
-        cookie_jar=aiohttp.DummyCookieJar(),
+    state.upstream = UpstreamPool(
+        state.upstream_base, connect_timeout=state.settings.upstream_connect_timeout,
+        read_timeout=state.settings.upstream_sock_read_timeout,
     )  # fmt: skip
     await refresh_limits(state, force=True)
     await state.limits.seed_from_ledger(state.ledger)
@@ -138,8 +133,8 @@ async def shutdown(state: GatewayState) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await state.writer.close()
-    if state.http is not None:
-        await state.http.close()
+    if state.upstream is not None:
+        await state.upstream.close()
 
 
 # -- non-hot routes -----------------------------------------------------------------------------------
@@ -192,17 +187,22 @@ def _starlette(state: GatewayState) -> Starlette:
         if state.settings.models:
             return _models_page(state, request)
         # No models configured: ask the upstream (the operator's credential, the client's query).
-        url = f"{state.upstream_base}/v1/models"
-        headers = {"anthropic-version": request.headers.get("anthropic-version", "2023-06-01")}
+        qs = request.scope.get("query_string", b"")
+        target = b"/v1/models" + (b"?" + qs if qs else b"")
+        version = request.headers.get("anthropic-version", "2023-06-01")
+        headers = [f"anthropic-version: {version}\r\n".encode("latin-1")]
         if state.upstream_credential:
-            headers[state.upstream_credential[0]] = state.upstream_credential[1]
+            headers.append(credential_line(state.upstream_credential))
         try:
-            async with state.http.get(url, params=dict(request.query_params), headers=headers) as r:
-                body = await r.read()
-                return Response(body, r.status, media_type="application/json",
-                                headers={"request-id": r.headers.get("request-id", new_request_id())})
-        except (aiohttp.ClientError, TimeoutError):
+            r = await state.upstream.request(b"GET", target, headers)
+            try:
+                payload = await r.read()
+            finally:
+                r.release()
+        except (UpstreamError, TimeoutError):
             return _error(502, "api_error", "upstream unavailable")
+        rid = r.header(b"request-id") or new_request_id()
+        return Response(payload, r.status, media_type="application/json", headers={"request-id": rid})
 
     async def hello(request: Request) -> Response:
         return Response(b"", 200)

@@ -40,33 +40,28 @@ def client_key(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 def upstream_request_headers(
     headers: list[tuple[bytes, bytes]], credential: tuple[str, str] | None
-) -> dict[str, str]:
-    """Client headers minus hop-by-hop and credentials, plus the upstream credential.
+) -> list[bytes]:
+    """Client headers as ready ``name: value\r\n`` lines, minus hop-by-hop and credentials, plus the
+    upstream credential. Names and values pass through byte for byte (duplicates kept, in order).
 
     ``accept-encoding`` is pinned to identity: metering must read the usage in the response, and
     decompressing every relayed chunk would cost more than it saves on a local hop.
     """
-    out: dict[str, str] = {}
-    for k, v in headers:
-        if k in _REQ_DROP:
-            continue
-        name = k.decode("latin-1")
-        value = v.decode("latin-1")
-        prev = out.get(name)
-        out[name] = value if prev is None else f"{prev}, {value}"
-    out["accept-encoding"] = "identity"
+    out = [k + b": " + v + b"\r\n" for k, v in headers if k not in _REQ_DROP]
+    out.append(b"accept-encoding: identity\r\n")
     if credential is not None:
-        out[credential[0]] = credential[1]
+        out.append(credential_line(credential))
     return out
 
 
+def credential_line(credential: tuple[str, str]) -> bytes:
+    return f"{credential[0]}: {credential[1]}\r\n".encode("latin-1")
+
+
 def downstream_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Upstream response headers minus hop-by-hop and the shared-quota ``anthropic-ratelimit-*``."""
-    return [
-        (k, v)
-        for k, v in ((k.lower(), v) for k, v in raw)
-        if k not in _RESP_DROP and not k.startswith(_UPSTREAM_RL_PREFIX)
-    ]
+    """Upstream response headers (names already lower-cased) minus hop-by-hop and the shared-quota
+    ``anthropic-ratelimit-*`` ones."""
+    return [(k, v) for k, v in raw if k not in _RESP_DROP and not k.startswith(_UPSTREAM_RL_PREFIX)]
 
 
 _UA = re.compile(r"claude-cli/([0-9][\w.+-]*)")

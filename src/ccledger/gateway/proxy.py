@@ -19,13 +19,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import msgspec
 
 from ccledger.gateway.errors import new_request_id, send_error
 from ccledger.gateway.headers import client_key, client_version, downstream_headers, upstream_request_headers
 from ccledger.gateway.limits import Rejection, Ticket
 from ccledger.gateway.metering import Attribution, build_row
+from ccledger.gateway.upstream import UpstreamError, UpstreamResponse
 from ccledger.sources.anthropic_usage import StreamMeter, parse_message_json
 
 if TYPE_CHECKING:
@@ -131,7 +131,8 @@ class Proxy:
             return 413
 
         qs = scope.get("query_string", b"")
-        url = st.upstream_base + scope["path"] + ("?" + qs.decode("latin-1") if qs else "")
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        url = raw_path + b"?" + qs if qs else raw_path
         up_headers = upstream_request_headers(headers, st.upstream_credential)
         if not metered:
             return await self._forward_plain(url, up_headers, body, send)
@@ -159,25 +160,28 @@ class Proxy:
             # Safe no-op when already settled: a reservation never outlives its request.
             await adm.release()
 
-    async def _forward_plain(self, url: str, up_headers: dict[str, str], body: bytes, send: Any) -> int:
+    async def _forward_plain(self, url: bytes, up_headers: list[bytes], body: bytes, send: Any) -> int:
         """count_tokens: forwarded as is, never limited or metered (counting is free)."""
         try:
-            async with self.state.http.post(url, data=body, headers=up_headers) as resp:
+            resp = await self.state.upstream.request(b"POST", url, up_headers, body)
+            try:
                 payload = await resp.read()
-                out = downstream_headers(resp.raw_headers)
-                out.append((b"content-length", str(len(payload)).encode()))
-                await send({"type": "http.response.start", "status": resp.status, "headers": out})
-                await send({"type": "http.response.body", "body": payload})
-                return resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            finally:
+                resp.release()
+            out = downstream_headers(resp.headers)
+            out.append((b"content-length", str(len(payload)).encode()))
+            await send({"type": "http.response.start", "status": resp.status, "headers": out})
+            await send({"type": "http.response.body", "body": payload})
+            return resp.status
+        except (UpstreamError, TimeoutError) as exc:
             log.warning("upstream unreachable: %s", type(exc).__name__)
             await send_error(send, 502, "api_error", "upstream unavailable")
             return 502
 
     async def _forward_metered(
         self,
-        url: str,
-        up_headers: dict[str, str],
+        url: bytes,
+        up_headers: list[bytes],
         body: bytes,
         head: BodyHead,
         principal: Any,
@@ -190,14 +194,14 @@ class Proxy:
         st = self.state
         t0 = time.perf_counter()
         try:
-            resp = await st.http.post(url, data=body, headers=up_headers)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            resp = await st.upstream.request(b"POST", url, up_headers, body)
+        except (UpstreamError, TimeoutError) as exc:
             log.warning("upstream unreachable: %s", type(exc).__name__)
             await send_error(send, 502, "api_error", "upstream unavailable", gw_rid)
             return 502
         try:
-            out = downstream_headers(resp.raw_headers)
-            up_rid = resp.headers.get("request-id")
+            out = downstream_headers(resp.headers)
+            up_rid = resp.header(b"request-id")
             if resp.status != 200:
                 # Upstream errors pass through unmodified; a failed request costs nothing.
                 payload = await resp.read()
@@ -206,7 +210,7 @@ class Proxy:
                 await send({"type": "http.response.body", "body": payload})
                 return resp.status
             out.extend(adm.response_headers())
-            ctype = resp.headers.get("content-type", "")
+            ctype = resp.header(b"content-type") or ""
             if not ctype.startswith("text/event-stream"):
                 payload = await resp.read()
                 # Metered before the body goes out (microseconds): once a client sees its response, the
@@ -229,7 +233,7 @@ class Proxy:
 
     async def _relay_stream(
         self,
-        resp: aiohttp.ClientResponse,
+        resp: UpstreamResponse,
         out: list[tuple[bytes, bytes]],
         principal: Any,
         attribution: Attribution,
@@ -259,7 +263,7 @@ class Proxy:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": out})
             renew_at = time.monotonic() + LEASE_RENEW_S
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.iter_chunks():
                 meter.feed(chunk)
                 if time.monotonic() > renew_at:  # a very long stream keeps its spend reservation alive
                     renew_at = time.monotonic() + LEASE_RENEW_S
@@ -267,7 +271,7 @@ class Proxy:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if aborted:
                     break
-        except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        except (UpstreamError, TimeoutError, ConnectionError) as exc:
             if not aborted:
                 upstream_cut = True
                 log.warning("upstream stream cut: %s", type(exc).__name__)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-
 from ccledger.control.counters.base import Counters
 from ccledger.control.spend import SpendGuard
 from ccledger.core.pricing import PriceBook
@@ -20,6 +18,7 @@ from ccledger.gateway.auth import KeyCache
 from ccledger.gateway.config import AdminKeyring, GatewaySettings
 from ccledger.gateway.limits import Limits
 from ccledger.gateway.metrics import Metrics
+from ccledger.gateway.upstream import UpstreamPool
 from ccledger.gateway.writer import BatchWriter
 from ccledger.store.identity import IdentityStore
 from ccledger.store.ledger import Ledger
@@ -44,7 +43,7 @@ class GatewayState:
     clock: Callable[[], datetime] = utc_now
     upstream_base: str = ""
     upstream_credential: tuple[str, str] | None = None
-    http: aiohttp.ClientSession = field(default=None)  # type: ignore[assignment]  # set at startup
+    upstream: UpstreamPool = field(default=None)  # type: ignore[assignment]  # set at startup
     limits_version: int = -1
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -19,6 +19,14 @@ QUARTER_HOUR_MS = 900_000
 HOUR_MS = 3_600_000  # blocks: see reports.blocks for why hours are exact
 # One bucket for everything: ts_ms / 10**13 is 0 for any timestamp before the year 2286.
 ALL_TIME_MS = 10**13
+# How reports group by model: the price book's key (so `claude-sonnet-4-5`, its dated id and its Bedrock
+# id are one model, as the book prices them), and the raw id for models the book does not know (key "").
+MODEL_BY = ("model_key", "model")
+
+
+def model_name(keys: tuple[str, ...], at: int = 0) -> str:
+    """The model of a row grouped by ``MODEL_BY`` starting at ``keys[at]``."""
+    return keys[at] or keys[at + 1]
 
 
 @dataclass(slots=True)
@@ -144,9 +152,9 @@ def filter_project(rows: Iterable[RollupRow], needle: str | None, index: int) ->
     return [r for r in rows if n in r.keys[index].lower()]
 
 
-def unknown_models(rows: Iterable[RollupRow], model_index: int = 0) -> list[str]:
+def unknown_models(rows: Iterable[RollupRow], model_at: int = 0) -> list[str]:
     """Models in *these* rows that were priced at the fallback rate (so the footnote matches the filter)."""
-    return sorted({r.keys[model_index] for r in rows if r.unknown_requests})
+    return sorted({model_name(r.keys, model_at) for r in rows if r.unknown_requests})
 
 
 def grand_total(groups: Iterable[Group]) -> Totals:
@@ -177,9 +185,9 @@ def period_groups(
     week_start: int = 0,
     since: date | None = None,
     until: date | None = None,
-    model_index: int = 0,
+    model_at: int = 0,
 ) -> list[Group]:
-    """Sum rows (quarter-hour buckets keyed by model) into periods of the local calendar in ``tz``.
+    """Sum quarter-hour rows (keyed by ``MODEL_BY`` at ``model_at``) into local calendar periods in ``tz``.
 
     Rows whose bucket falls outside the inclusive local dates ``since``..``until`` are dropped (the SQL
     prefilter is usually exact already; this keeps the report right even when it is not).
@@ -197,7 +205,8 @@ def period_groups(
             labels[b] = label
         if label is None:
             continue
-        key = (label, r.keys[model_index])
+        k = r.keys
+        key = (label, k[model_at] or k[model_at + 1])
         t = cells.get(key)
         if t is None:
             t = cells[key] = Totals()
@@ -215,7 +224,7 @@ def period_report(
     since: date | None = None,
     until: date | None = None,
 ) -> Report:
-    """A daily/weekly/monthly report from rows keyed ``(model, ...)``."""
+    """A daily/weekly/monthly report from rows keyed ``(model_key, model, ...)``."""
     groups = period_groups(rows, period, tz, week_start=week_start, since=since, until=until)
     kept = _kept_models(groups)
     return Report(period, tz, groups, grand_total(groups), [m for m in unknown_models(rows) if m in kept])
@@ -229,7 +238,7 @@ def _kept_models(groups: Iterable[Group]) -> set[str]:
 
 
 def session_groups(rows: Iterable[RollupRow]) -> list[Group]:
-    """One group per session from rows keyed ``(session_id, model, project)``, oldest activity first.
+    """One group per session from rows keyed ``(session_id, model_key, model, project)``, oldest first.
 
     A session's project is the one most of its requests ran in: a session that ``cd``-ed elsewhere for a
     moment still belongs where it mostly worked.
@@ -237,7 +246,7 @@ def session_groups(rows: Iterable[RollupRow]) -> list[Group]:
     cells: dict[tuple[str, str], Totals] = {}
     project_requests: dict[str, dict[str, int]] = {}
     for r in rows:
-        sid, model, project = r.keys[0], r.keys[1], r.keys[2]
+        sid, model, project = r.keys[0], r.keys[1] or r.keys[2], r.keys[3]
         key = (sid, model)
         t = cells.get(key)
         if t is None:
@@ -256,4 +265,4 @@ def session_groups(rows: Iterable[RollupRow]) -> list[Group]:
 
 def session_report(rows: Sequence[RollupRow], tz: tzinfo) -> Report:
     groups = session_groups(rows)
-    return Report("session", tz, groups, grand_total(groups), unknown_models(rows, model_index=1))
+    return Report("session", tz, groups, grand_total(groups), unknown_models(rows, model_at=1))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ccledger.core.periods import BLOCK_HOURS, Block, assign_blocks
-from ccledger.reports.aggregate import Group, Totals, grand_total, unknown_models
+from ccledger.reports.aggregate import Group, Totals, grand_total, model_name, unknown_models
 from ccledger.store.ledger import RollupRow
 
 BLOCK_MS = BLOCK_HOURS * 3_600_000
@@ -105,9 +105,9 @@ def blocks_report(
     now: datetime,
     *,
     token_limit: int | None = None,
-    model_index: int = 0,
+    model_at: int = 0,
 ) -> BlocksReport:
-    """Blocks from hour-bucket rows keyed ``(model, ...)``, with gaps and the active block's burn rate."""
+    """Blocks from hour rows keyed ``(model_key, model, ...)``, with gaps and the active block's burn rate."""
     ordered = sorted(rows, key=lambda r: r.bucket_ms)
     starts: dict[int, int] = {}  # bucket_ms -> block start ms
     distinct = sorted({r.bucket_ms for r in ordered})
@@ -120,7 +120,7 @@ def blocks_report(
         g = groups.get(s)
         if g is None:
             g = groups[s] = Group(str(s))
-        g.add(r.keys[model_index], r)
+        g.add(model_name(r.keys, model_at), r)
 
     now_ms = _ms(now)
     out: list[BlockRow] = []
@@ -143,7 +143,7 @@ def blocks_report(
         out.append(row)
         prev_end = end
     real = [b.group for b in out if not b.gap]
-    return BlocksReport(out, grand_total(real), unknown_models(rows, model_index), token_limit, now_ms)
+    return BlocksReport(out, grand_total(real), unknown_models(rows, model_at), token_limit, now_ms)
 
 
 def percent_of(tokens: int, limit: int | None) -> float | None:

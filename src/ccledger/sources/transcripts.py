@@ -13,9 +13,11 @@ Why it is shaped like this:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -91,7 +93,7 @@ class _PatchLine(msgspec.Struct):
     uuid: str | None = None
     timestamp: str | None = None
     sessionId: str | None = None
-    toolUseResult: msgspec.Raw = msgspec.Raw()  # noqa: N815 - a string on failed tools, an object otherwise
+    toolUseResult: msgspec.Raw = msgspec.Raw()
 
 
 class _Any(msgspec.Struct):
@@ -255,104 +257,209 @@ def scan_file(path: Path, prev: FileState | None) -> FileScan | None:
         return FileScan(state, error=str(exc))
 
 
+CHUNK_BYTES = 4 * 1024 * 1024
+_validate_lines = msgspec.json.Decoder(_Any).decode_lines
+_BYTE_POS = re.compile(r"\(byte (\d+)\)")
+
+
+@dataclass(slots=True)
+class _Where:
+    path: str
+    parent_session: str | None
+    file_agent: str | None
+
+
 def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -> None:
+    """Read complete lines from ``pos`` in chunks of a few MB, validating each chunk in one call and
+    decoding only the lines that carry usage or an edit patch."""
     state = scan.state
     parent_session, file_agent = _file_context(path)
-    spath = str(path)
-    find = mm.find
+    where = _Where(str(path), parent_session, file_agent)
     line_no = state.line_no
     start_pos = pos
+    complete_end = max(pos, mm.rfind(b"\n", pos, end) + 1)
     released = pos - pos % mmap.PAGESIZE
-    while pos < end:
+    while pos < complete_end:
         if pos - released > _RELEASE_EVERY:
             # Pages already read are file-backed and clean: drop them so a huge file or line does not
             # accumulate in resident memory.
             upto = pos - pos % mmap.PAGESIZE
             mm.madvise(mmap.MADV_DONTNEED, released, upto - released)
             released = upto
-        nl = find(b"\n", pos, end)
-        if nl == -1:
-            # The last line has no newline yet: take it only if it is already complete JSON, otherwise
-            # Claude Code is still writing it and the next run will see it whole.
-            line = mm[pos:end]
-            if not line.strip():
-                break
-            try:
-                _validate(line)
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                break
+        first_nl = mm.find(b"\n", pos, complete_end)
+        if first_nl - pos > SHAPE_ONLY_BYTES:
             line_no += 1
-            _handle_line(line, pos, end, mm, spath, line_no, parent_session, file_agent, scan)
+            _handle_line(None, pos, first_nl, mm, where, line_no, scan)
+            pos = first_nl + 1
+            continue
+        stop = mm.rfind(b"\n", pos, min(pos + CHUNK_BYTES, complete_end)) + 1
+        if stop <= first_nl:
+            stop = first_nl + 1
+        line_no = _scan_chunk(mm[pos:stop], line_no, where, scan)
+        pos = stop
+    if complete_end < end:
+        # The last line has no newline yet: take it only if it is already complete JSON, otherwise
+        # Claude Code is still writing it and the next run will see it whole.
+        tail = mm[complete_end:end]
+        if tail.strip() and _first_error(tail) is None:
+            line_no += 1
+            _handle_line(tail, complete_end, end, mm, where, line_no, scan)
             pos = end
-            break
-        line_no += 1
-        if nl > pos:
-            _handle_line(None, pos, nl, mm, spath, line_no, parent_session, file_agent, scan)
-        pos = nl + 1
     state.offset = pos
     state.line_no = line_no
     state.bad_lines += scan.bad_count
     scan.bytes_read = pos - start_pos
 
 
+def _first_error(seg: bytes) -> int | None:
+    """Offset of the first byte that makes ``seg`` (whole lines) invalid: None when every line is UTF-8
+    JSON object, -1 when invalid at a position the decoder does not report."""
+    utf = None
+    if not seg.isascii():
+        try:
+            seg.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            utf = exc.start
+    try:
+        values = len(_validate_lines(seg))
+        js = None
+        lines = seg.count(b"\n") + (not seg.endswith(b"\n"))
+        # Newlines are whitespace to JSON, so two broken lines can pair up into one valid value: the
+        # number of values must equal the number of non-blank lines.
+        if values != lines and values != sum(1 for x in seg.split(b"\n") if x.strip()):
+            js = -1
+    except msgspec.ValidationError:  # e.g. a line that is a number, not an object
+        js = -1
+    except msgspec.DecodeError as exc:
+        m = _BYTE_POS.search(str(exc))
+        js = int(m.group(1)) if m else -1
+    if js == -1:
+        return -1
+    if utf is None or js is None:
+        return utf if js is None else js
+    return min(utf, js)
+
+
+def _bad_spans(buf: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every invalid line in ``buf``; the common case, no bad line, costs one pass.
+
+    The decoder reports where parsing failed, but JSON treats newlines as whitespace, so an unterminated
+    line runs on into the next and the failure shows up there: a reported line that is fine on its own
+    sends the search to halving the range before it instead.
+    """
+    bad: list[tuple[int, int]] = []
+    stack: list[tuple[int, int, bool]] = [(0, len(buf), False)]
+    while stack:
+        a, b, halve = stack.pop()
+        while a < b:
+            off = -1 if halve else _first_error(buf if (a, b) == (0, len(buf)) else buf[a:b])
+            if off is None:
+                break
+            if halve and _first_error(buf[a:b]) is None:
+                break
+            if off == -1:
+                mid = buf.rfind(b"\n", a, a + (b - a) // 2) + 1
+                if mid <= a:
+                    mid = buf.find(b"\n", a, b - 1) + 1
+                if mid <= a:  # a single line: it is the bad one
+                    bad.append((a, b))
+                    break
+                stack.append((mid, b, True))
+                b, halve = mid, True
+                continue
+            at = a + off
+            ls = max(a, buf.rfind(b"\n", a, at) + 1)
+            le = buf.find(b"\n", at, b)
+            le = b if le == -1 else le + 1
+            if _first_error(buf[ls:le]) is not None:
+                bad.append((ls, le))
+                if ls > a:  # an unterminated line before it may have run on into it: check those again
+                    stack.append((a, ls, False))
+                a = le
+            else:
+                stack.append((le, b, False))
+                b, halve = le, True
+    bad.sort()
+    return bad
+
+
+def _scan_chunk(buf: bytes, line_no: int, where: _Where, scan: FileScan) -> int:
+    bad = _bad_spans(buf)
+    bad_starts = set()
+    for s, e in bad:
+        if buf[s:e].strip():
+            bad_starts.add(s)
+            _bad(scan, where.path, line_no + buf.count(b"\n", 0, s) + 1, _reason(buf[s:e].rstrip(b"\r\n")))
+    find = buf.find
+    rfind = buf.rfind
+    i = find(_USAGE_MARK)
+    while i != -1:
+        ls = rfind(b"\n", 0, i) + 1
+        le = find(b"\n", i)
+        if ls not in bad_starts:
+            try:
+                rec = _record(_decode_assistant(buf[ls:le]), where.parent_session, where.file_agent)
+            except msgspec.ValidationError as exc:
+                rec = f"unexpected shape ({exc})"
+            if isinstance(rec, str):
+                _bad(scan, where.path, line_no + buf.count(b"\n", 0, ls) + 1, rec)
+            elif rec is not None:
+                scan.records.append(rec)
+        i = find(_USAGE_MARK, le)
+    i = find(_PATCH_MARK)
+    while i != -1:
+        ls = rfind(b"\n", 0, i) + 1
+        le = find(b"\n", i)
+        if ls not in bad_starts and find(_USAGE_MARK, ls, le) == -1:
+            with contextlib.suppress(msgspec.ValidationError):  # not the shape of an edit result
+                _patch(_decode_patch_line(buf[ls:le]), where.parent_session, scan)
+        i = find(_PATCH_MARK, le)
+    return line_no + buf.count(b"\n")
+
+
 def _handle_line(
-    line: bytes | None,
-    start: int,
-    stop: int,
-    mm: mmap.mmap,
-    path: str,
-    line_no: int,
-    parent_session: str | None,
-    file_agent: str | None,
-    scan: FileScan,
+    line: bytes | None, start: int, stop: int, mm: mmap.mmap, where: _Where, line_no: int, scan: FileScan
 ) -> None:
+    """One line on its own: the unterminated last line, or an oversized one (read in place)."""
     has_usage = mm.find(_USAGE_MARK, start, stop) != -1
-    has_patch = not has_usage and mm.find(_PATCH_MARK, start, stop) != -1
-    if line is None and not has_usage and stop - start > SHAPE_ONLY_BYTES:
+    if line is None and not has_usage:
+        # Oversized and without usage (file-history snapshots, huge tool results): check its shape in
+        # place rather than copying hundreds of MB to validate them.
         head = mm[start : start + 64].lstrip()
         tail = mm[max(start, stop - 64) : stop].rstrip()
         if not head.startswith(b"{") or not tail.endswith(b"}"):
-            _bad(scan, path, line_no, "not JSON (an oversized line that is not an object)")
+            _bad(scan, where.path, line_no, "not JSON (an oversized line that is not an object)")
         return
     if line is None:
         line = mm[start:stop]
-    if not line.isascii():
-        # JSON parsers skip over the bytes of fields they do not keep, so check the encoding explicitly:
-        # a line with invalid UTF-8 is corrupt as a whole, even if its usage block looks intact.
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            _bad(scan, path, line_no, "not UTF-8")
-            return
-    if not has_usage and not has_patch:
-        if line.isspace():
-            return
-        try:
-            _validate(line)
-        except msgspec.DecodeError as exc:
-            _bad(scan, path, line_no, _reason(line, exc))
+    if _first_error(line) is not None:
+        _bad(scan, where.path, line_no, _reason(line))
         return
     try:
         if has_usage:
-            rec = _record(_decode_assistant(line), parent_session, file_agent)
+            rec = _record(_decode_assistant(line), where.parent_session, where.file_agent)
             if isinstance(rec, str):
-                _bad(scan, path, line_no, rec)
+                _bad(scan, where.path, line_no, rec)
             elif rec is not None:
                 scan.records.append(rec)
-        else:
-            _patch(_decode_patch_line(line), parent_session, scan)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        _bad(scan, path, line_no, _reason(line, exc))
+        elif mm.find(_PATCH_MARK, start, stop) != -1:
+            _patch(_decode_patch_line(line), where.parent_session, scan)
+    except msgspec.ValidationError as exc:
+        _bad(scan, where.path, line_no, f"unexpected shape ({exc})")
 
 
-def _reason(line: bytes, exc: Exception) -> str:
+def _reason(line: bytes) -> str:
     try:
         line.decode("utf-8")
     except UnicodeDecodeError:
         return "not UTF-8"
-    if isinstance(exc, msgspec.ValidationError):  # a subclass of DecodeError: test it first
+    try:
+        _validate(line)
+    except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
         return f"unexpected shape ({exc})"
-    return f"not JSON ({exc})"
+    except msgspec.DecodeError as exc:
+        return f"not JSON ({exc})"
+    return "not JSON"
 
 
 def _bad(scan: FileScan, path: str, line_no: int, reason: str) -> None:

@@ -144,8 +144,8 @@ class Ledger:
             self.write(rows, conn)
             if changes:
                 self._upsert_changes(conn, changes)
-            for cur in cursors:
-                self._save_cursor(conn, cur)
+            if cursors:
+                self._save_cursors(conn, cursors)
 
     def _upsert_changes(self, conn: Connection, changes: Sequence[CodeChange]) -> None:
         mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
@@ -157,21 +157,19 @@ class Ledger:
             sql, [(c.line_key, c.session_id, c.ts_ms, c.lines_added, c.lines_removed) for c in changes]
         )
 
-    def _save_cursor(self, conn: Connection, cur: FileCursor) -> None:
-        values = {
-            "identity": cur.identity, "head_hash": cur.head_hash, "size": cur.size,
-            "mtime_ns": cur.mtime_ns, "offset": cur.offset, "line_no": cur.line_no,
-            "bad_lines": cur.bad_lines,
-        }  # fmt: skip
-        done = conn.execute(update(source_files).where(source_files.c.path == cur.path).values(**values))
-        if done.rowcount == 0:
-            from sqlalchemy.exc import IntegrityError
-
-            try:
-                with conn.begin_nested():
-                    conn.execute(source_files.insert().values(path=cur.path, **values))
-            except IntegrityError:  # another process inserted it first; ours is at least as far
-                conn.execute(update(source_files).where(source_files.c.path == cur.path).values(**values))
+    def _save_cursors(self, conn: Connection, cursors: Sequence[FileCursor]) -> None:
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        cols = ("path", "identity", "head_hash", "size", "mtime_ns", "offset", "line_no", "bad_lines")
+        sets = ", ".join(f'"{c}" = excluded."{c}"' for c in cols[1:])
+        sql = (
+            f"INSERT INTO source_files ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)}) "
+            f"VALUES ({', '.join([mark] * len(cols))}) ON CONFLICT (path) DO UPDATE SET {sets}"
+        )
+        conn.exec_driver_sql(
+            sql,
+            [(c.path, c.identity, c.head_hash, c.size, c.mtime_ns, c.offset, c.line_no, c.bad_lines)
+             for c in cursors],
+        )
 
     # -- reads -------------------------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ Design constraints that shaped the signatures:
 * Time is always passed in (``now``); expiry of reservations and refill of buckets are evaluated lazily
   against it, so tests drive the clock and no background job can be missed (§C7).
 * Reservation expiry is tracked in one index ordered by expiry time, so purging is amortised O(1) per
-  reservation; no call scans all counters.
+  reservation; no call scans all counters. (For Redis: a sorted set of request ids by expiry, a hash per
+  reservation, a hash per counter/period with ``PEXPIREAT`` from ``period_key_end``; the script touches
+  user and key counters together, so on a cluster all spend keys must share one hash slot.)
 
 Guarantees of the two admission modes (see ``AdmitMode``) are stated in terms of ``used = spent + reserved``
 read atomically with the reservation.
@@ -44,11 +46,13 @@ class AdmitMode(StrEnum):
 
     ``HEADROOM`` (soft cap): admitted iff, for every capped item, ``used < cap``; the full amount is still
     reserved, so a request that crosses the cap fills it and holds everyone else out until it settles.
-    Overshoot bound: let L be the last request admitted; every other admitted request was already counted
-    in ``used`` at L's admission at no less than its actual cost **if its reservation was not below its
-    actual cost**, so final ``spent < cap + actual(L)``, i.e. at most one request's cost over the cap.
-    Each in-flight request whose reservation was *below* its actual cost adds its shortfall on top; the
-    mode is meant for estimates that are usually right (the previous request's cost), not for bounds.
+    Overshoot bound (FIT's preconditions, with "upper bound" relaxed to "not below the actual cost"): let
+    L be the last request admitted. At L's admission every other admitted request was counted in ``used``
+    either as its settled actual or as a reservation no smaller than its actual, and ``used < cap``; so
+    they cost less than ``cap`` together and final ``spent < cap + actual(L)``: at most one request's
+    cost over the cap. Each request in flight at L's admission whose reservation was *below* its actual
+    cost adds its shortfall on top, so the mode suits estimates that are usually right (the previous
+    request's cost), and a hard guarantee needs ``FIT`` with a bound.
 
     In both modes a cap that is already reached (``used >= cap``, including a cap of 0) blocks everything.
     """

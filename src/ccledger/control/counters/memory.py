@@ -121,18 +121,19 @@ class MemoryCounters:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be > 0")
         now_s = self._purge(now)
+        targets = [SpendTarget(i.counter, i.period_key) for i in items]
         if request_id in self._leases:
-            return ReserveResult(True, tuple(self._state(i.target) for i in items), (), replayed=True)
+            return ReserveResult(True, tuple(self._state(t) for t in targets), (), replayed=True)
         if request_id in self._finished:
             raise DuplicateRequestId(f"request id {request_id!r} already {self._finished[request_id].state}")
-        states = tuple(self._state(i.target) for i in items)
+        states = tuple(self._state(t) for t in targets)
         pairs = enumerate(zip(items, states, strict=True))
         blocked = tuple(n for n, (item, state) in pairs if item_blocks(item, state, mode))
         if blocked:
             return ReserveResult(False, states, blocked)
-        for item in items:
-            self._slot(item.target).reserved += item.amount_nanos
-        lease = _Lease(tuple((i.target, i.amount_nanos) for i in items), now_s + ttl_s)
+        for item, target in zip(items, targets, strict=True):
+            self._slot(target).reserved += item.amount_nanos
+        lease = _Lease(tuple((t, i.amount_nanos) for t, i in zip(targets, items, strict=True)), now_s + ttl_s)
         self._leases[request_id] = lease
         heapq.heappush(self._lease_queue, (lease.expires_at, next(self._seq), request_id))
         return ReserveResult(True, states)
