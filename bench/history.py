@@ -687,7 +687,8 @@ EFFECTS: tuple[tuple[str, str], ...] = (
     ("batch", "ignores service_tier batch (-50 %)"),
     ("geo_us", "ignores inference_geo us (x1.1 on Claude 4.6+)"),
     ("cache_1h", "prices 1h cache writes at 1.25x input instead of 2x"),
-    ("bedrock_regional", "adds +10 % on Bedrock regional ids (us./eu./...); the price book does not"),
+    ("bedrock_regional", "adds +10 % on Bedrock regional ids (us./eu./...): prices.md §4's regional-endpoint "
+     "premium, which ccledger's book and refprices do not apply (open question, see README)"),
 )
 
 

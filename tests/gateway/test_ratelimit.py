@@ -10,6 +10,7 @@ def test_rpm_limit_429_with_own_headers_and_org_pool(gateway_factory):
     gw = gateway_factory(rate_limits={"rpm_per_user": 2, "org_rpm": 3})
     key = gw.user("alice")
     other = gw.user("bob")
+    gw.refresh()
     with gw.client(key) as c:
         ok = c.post("/v1/messages", content=body())
         assert ok.status_code == 200
@@ -37,6 +38,7 @@ def test_tpm_debited_from_reported_tokens(gateway_factory):
     # Each request reports 21 + 300 + 57 = 378 TPM tokens (cache reads excluded).
     gw = gateway_factory(rate_limits={"tpm_per_user": 500})
     key = gw.user("alice")
+    gw.refresh()  # the org pool (users x 500) is sized from the user count: include alice now
     with gw.client(key) as c:
         first = c.post("/v1/messages", content=body())
         assert first.status_code == 200

@@ -227,3 +227,13 @@ def test_bulk_validation_finds_exactly_the_bad_lines(spec):
         pos += len(line) + 1
     expected = [starts[k] for k, (bad, _) in enumerate(spec) if bad]
     assert [s for s, _ in _bad_spans(buf)] == expected
+
+
+def test_usage_quoted_inside_a_tool_result_is_not_a_request(tmp_path):
+    root, proj, ledger = setup(tmp_path)
+    quoted = {"type": "user", "timestamp": "2026-11-20T10:00:01.000Z", "sessionId": "s1", "uuid": "u1",
+              "message": {"role": "user", "content": "x"},
+              "toolUseResult": {"stdout": {"usage": {"input_tokens": 5}}}}
+    (proj / "s1.jsonl").write_text(line("m1") + "\n" + json.dumps(quoted, separators=(",", ":")) + "\n")
+    s = refresh(ledger, BOOK, [root])
+    assert (s.bad_lines, summary(ledger)) == (0, (1, 100))

@@ -64,7 +64,8 @@ def build_state(
     metrics = Metrics()
     limits = Limits(
         counters, book, clock, estimator=settings.estimator, fail_open=settings.fail_mode == "open",
-        timeout_s=settings.spend_check_timeout,
+        timeout_s=settings.spend_check_timeout, group_limit_mode=settings.group_limit_mode,
+        blocked_message=settings.blocked_message,
     )  # fmt: skip
     writer = BatchWriter(
         ledger, Spool(settings.spool_path), batch=settings.writer_batch, flush_ms=settings.writer_flush_ms,
@@ -77,12 +78,14 @@ def build_state(
         cred = ("x-api-key", credential) if settings.upstream_auth == "x-api-key" else (
             "authorization", f"Bearer {credential}"
         )
-    return GatewayState(
+    state = GatewayState(
         settings=settings, book=book, ledger=ledger, identity=identity, counters=counters, limits=limits,
         keys=KeyCache(identity, clock, settings.key_cache_ttl), writer=writer, metrics=metrics,
         admin_keyring=AdminKeyring(settings.admin_read_keys, settings.admin_write_keys), clock=clock,
         upstream_base=settings.upstream_url.rstrip("/"), upstream_credential=cred,
     )  # fmt: skip
+    state.on_limits_changed = lambda: refresh_limits(state, force=True)
+    return state
 
 
 async def refresh_limits(state: GatewayState, *, force: bool = False) -> bool:

@@ -75,6 +75,8 @@ class GatewaySettings(BaseSettings):
     fail_mode: Literal["open", "closed"] = "open"
     estimator: Literal["strict", "expected"] = "expected"
     spend_check_timeout: float = 2.0
+    group_limit_mode: Literal["min", "max"] = "min"  # most (min) or least (max) restrictive group cap
+    blocked_message: str = ""  # appended to the spend-cap 429 message (e.g. who to ask for more)
 
     models: list[ModelEntry] = Field(default_factory=list)
     admin_read_keys: list[AdminKey] = Field(default_factory=list)

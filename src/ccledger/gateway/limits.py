@@ -142,11 +142,16 @@ class Limits:
         estimator: str = "expected",
         fail_open: bool = True,
         timeout_s: float = 2.0,
+        group_limit_mode: str = "min",
+        blocked_message: str = "",
         rate: RateLimiter | None = None,
     ) -> None:
         self.counters = counters
         self.clock = clock
-        self.guard = SpendGuard(counters, (), fail_open=fail_open, timeout_s=timeout_s)
+        self.blocked_message = blocked_message
+        self.guard = SpendGuard(
+            counters, (), fail_open=fail_open, timeout_s=timeout_s, group_limit_mode=group_limit_mode
+        )
         self.estimator = make_estimator(estimator, book)
         self.estimator_name = estimator
         self.rate = rate if rate is not None else RateLimiter(counters, clock)
@@ -195,6 +200,9 @@ class Limits:
                 headers.append((b"retry-after", retry_after_seconds(retry)))
             headers.extend(_unified_headers(adm))
             limit = "spend_unavailable" if adm.degraded else "spend"
-            return Rejection(429, "billing_error", adm.message or "spend limit reached", limit, headers)
+            message = adm.message or "spend limit reached"
+            if self.blocked_message and not adm.degraded:
+                message = f"{message} {self.blocked_message}"
+            return Rejection(429, "billing_error", message, limit, headers)
         headers = _unified_headers(adm) + rate_headers
         return Ticket(self, request_id, cap_p, now, session_id, headers, rate_ticket)

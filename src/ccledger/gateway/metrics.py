@@ -6,11 +6,14 @@ grow without bound and per-user spend is what the ledger is for.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ccledger.core.records import UsageRecord
 
+_KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -38,6 +41,7 @@ class Metrics:
         )
         self.write_errors = Counter("ccledger_gateway_store_errors", "Failed ledger writes", registry=r)
         self._status_children: dict[tuple[str, int], object] = {}
+        self._usage_children: dict[str, tuple[tuple[Any, ...], Any]] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -54,14 +58,19 @@ class Metrics:
         return generate_latest(self.registry)
 
     def record_usage(self, record: UsageRecord) -> None:
+        """Tokens by kind and cost for one metered request (label children cached per model)."""
+        children = self._usage_children.get(record.model)
+        if children is None:
+            if len(self._usage_children) > 1000:  # model ids come from responses: bound the cache
+                self._usage_children.clear()
+            children = self._usage_children[record.model] = (
+                tuple(self.tokens.labels(record.model, kind) for kind in _KINDS),
+                self.cost.labels(record.model),
+            )
         t = record.tokens
-        model = record.model
-        tok = self.tokens
-        for kind, n in (
-            ("input", t.input), ("output", t.output), ("cache_write_5m", t.cache_write_5m),
-            ("cache_write_1h", t.cache_write_1h), ("cache_read", t.cache_read),
-        ):  # fmt: skip
+        counts = (t.input, t.output, t.cache_write_5m, t.cache_write_1h, t.cache_read)
+        for child, n in zip(children[0], counts, strict=True):
             if n:
-                tok.labels(model, kind).inc(n)
+                child.inc(n)
         if record.cost_nanos:
-            self.cost.labels(model).inc(record.cost_nanos / 1e9)
+            children[1].inc(record.cost_nanos / 1e9)

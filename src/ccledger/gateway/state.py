@@ -6,7 +6,7 @@ The admin routes (``gateway.admin``) receive this object as their ``ctx`` and us
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +45,8 @@ class GatewayState:
     upstream_credential: tuple[str, str] | None = None
     upstream: UpstreamPool = field(default=None)  # type: ignore[assignment]  # set at startup
     limits_version: int = -1
+    # Called by the admin API after a mutation, so this worker enforces a new cap on the next request.
+    on_limits_changed: Callable[[], Awaitable[Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

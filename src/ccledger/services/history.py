@@ -17,15 +17,37 @@ from ccledger.sources.transcripts import (
     RefreshStats,
     discover,
     pending,
+    scan_file,
     scan_many,
     transcript_dirs,
 )
-from ccledger.store.ledger import CodeChange, FileCursor, Ledger, PricedRow, price_record, to_ms
+from ccledger.store.ledger import CodeChange, FileCursor, Ledger, price_record, row_of, to_ms
 
 BATCH_RECORDS = 50_000
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 
 ProgressHook = Callable[[int, int], None]  # (bytes done, bytes total)
+Row = tuple[object, ...]
+
+# The price book used by worker processes: set before they fork, so it is not pickled per file.
+_book: PriceBook | None = None
+
+
+def _scan_and_price(path: Path, prev: FileState | None) -> tuple[FileScan, list[Row]] | None:
+    """Scan one file and turn its records into priced store rows, in the worker, so the parent only
+    merges rows and writes them. Duplicates within the file are settled here already."""
+    scan = scan_file(path, prev)
+    if scan is None:
+        return None
+    assert _book is not None
+    best: dict[str, Row] = {}
+    for rec in scan.records:
+        row = row_of(price_record(_book, rec))
+        prev_row = best.get(rec.dedupe_key)
+        if prev_row is None or row[-1] > prev_row[-1]:  # type: ignore[operator]
+            best[rec.dedupe_key] = row
+    scan.records = []
+    return scan, list(best.values())
 
 
 def refresh(
@@ -55,8 +77,10 @@ def refresh(
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1
 
+    global _book
+    _book = book
     done = 0
-    batch_rows: dict[str, PricedRow] = {}
+    batch_rows: dict[str, Row] = {}
     batch_changes: list[CodeChange] = []
     batch_cursors: list[FileCursor] = []
 
@@ -66,13 +90,16 @@ def refresh(
         batch_changes.clear()
         batch_cursors.clear()
 
-    def on_file(scan: FileScan | None, nbytes: int) -> None:
+    def on_file(_result: object, nbytes: int) -> None:
         nonlocal done
         done += nbytes
         if hook:
             hook(done, total)
 
-    for scan in scan_many(work, workers=workers, on_file=on_file):
+    for result in scan_many(work, _scan_and_price, workers=workers, on_file=on_file):
+        if result is None:
+            continue
+        scan, rows = result
         if scan.error:
             stats.errors.append((scan.state.path, scan.error))
             continue
@@ -80,12 +107,13 @@ def refresh(
         stats.bytes_read += scan.bytes_read
         stats.bad_lines += scan.bad_count
         stats.bad.extend(scan.bad[: max(0, 1000 - len(stats.bad))])
-        stats.records += len(scan.records)
-        for rec in scan.records:
-            prev = batch_rows.get(rec.dedupe_key)
+        stats.records += len(rows)
+        for row in rows:
+            key = row[0]
+            prev = batch_rows.get(key)  # type: ignore[arg-type]
             # Within a batch keep the most complete copy; across batches the store's upsert does the same.
-            if prev is None or rec.completeness > prev.record.completeness:
-                batch_rows[rec.dedupe_key] = price_record(book, rec)
+            if prev is None or row[-1] > prev[-1]:  # type: ignore[operator]
+                batch_rows[key] = row  # type: ignore[index]
         for p in scan.patches:
             batch_changes.append(CodeChange(p.line_key, p.session_id, to_ms(p.ts), p.added, p.removed))
         s = scan.state

@@ -22,11 +22,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
 from ccledger.core.records import SOURCE_TRANSCRIPT, SYNTHETIC_MODEL, TokenCounts, UsageRecord
 
+T = TypeVar("T")
 HEAD_BYTES = 1024
 MAX_BAD_REPORTED = 1000
 # Lines longer than this that carry no usage (file-history snapshots, huge tool results) are shape-checked
@@ -148,6 +150,9 @@ class FileScan:
     bad_count: int = 0
     bytes_read: int = 0
     error: str | None = None
+    # The most complete line seen so far per request key, with its line number: records are built once
+    # per request at the end of the file, not once per streamed line.
+    pending: dict[str, tuple[int, _AssistantLine, int]] = field(default_factory=dict)
 
 
 # --- discovery ---------------------------------------------------------------------------------------
@@ -295,7 +300,7 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
         stop = mm.rfind(b"\n", pos, min(pos + CHUNK_BYTES, complete_end)) + 1
         if stop <= first_nl:
             stop = first_nl + 1
-        line_no = _scan_chunk(mm[pos:stop], line_no, where, scan)
+        line_no = _scan_chunk(mm[pos:stop], pos, line_no, where, scan)
         pos = stop
     if complete_end < end:
         # The last line has no newline yet: take it only if it is already complete JSON, otherwise
@@ -305,6 +310,7 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
             line_no += 1
             _handle_line(tail, complete_end, end, mm, where, line_no, scan)
             pos = end
+    _finish(where, scan, mm, start_pos, state.line_no)
     state.offset = pos
     state.line_no = line_no
     state.bad_lines += scan.bad_count
@@ -326,7 +332,9 @@ def _first_error(seg: bytes) -> int | None:
         lines = seg.count(b"\n") + (not seg.endswith(b"\n"))
         # Newlines are whitespace to JSON, so two broken lines can pair up into one valid value: the
         # number of values must equal the number of non-blank lines.
-        if values != lines and values != sum(1 for x in seg.split(b"\n") if x.strip()):
+        if values != lines and values != lines - seg.count(b"\n\n") - seg.startswith(b"\n") and (
+            values != sum(1 for x in seg.split(b"\n") if x.strip())
+        ):
             js = -1
     except msgspec.ValidationError:  # e.g. a line that is a number, not an object
         js = -1
@@ -383,7 +391,8 @@ def _bad_spans(buf: bytes) -> list[tuple[int, int]]:
     return bad
 
 
-def _scan_chunk(buf: bytes, line_no: int, where: _Where, scan: FileScan) -> int:
+def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan) -> int:
+    """Scan whole lines ``buf`` that start at file offset ``base`` and line ``line_no`` + 1."""
     bad = _bad_spans(buf)
     bad_starts = set()
     for s, e in bad:
@@ -392,19 +401,19 @@ def _scan_chunk(buf: bytes, line_no: int, where: _Where, scan: FileScan) -> int:
             _bad(scan, where.path, line_no + buf.count(b"\n", 0, s) + 1, _reason(buf[s:e].rstrip(b"\r\n")))
     find = buf.find
     rfind = buf.rfind
+    count = buf.count
     i = find(_USAGE_MARK)
     while i != -1:
         ls = rfind(b"\n", 0, i) + 1
         le = find(b"\n", i)
         if ls not in bad_starts:
+            # Line numbers are only needed for lines reported bad, so they are counted only then.
             try:
-                rec = _record(_decode_assistant(buf[ls:le]), where.parent_session, where.file_agent)
+                why = _offer(_decode_assistant(buf[ls:le]), base + ls, scan)
             except msgspec.ValidationError as exc:
-                rec = f"unexpected shape ({exc})"
-            if isinstance(rec, str):
-                _bad(scan, where.path, line_no + buf.count(b"\n", 0, ls) + 1, rec)
-            elif rec is not None:
-                scan.records.append(rec)
+                why = f"unexpected shape ({exc})"
+            if why is not None:
+                _bad(scan, where.path, line_no + count(b"\n", 0, ls) + 1, why)
         i = find(_USAGE_MARK, le)
     i = find(_PATCH_MARK)
     while i != -1:
@@ -437,11 +446,9 @@ def _handle_line(
         return
     try:
         if has_usage:
-            rec = _record(_decode_assistant(line), where.parent_session, where.file_agent)
-            if isinstance(rec, str):
-                _bad(scan, where.path, line_no, rec)
-            elif rec is not None:
-                scan.records.append(rec)
+            why = _offer(_decode_assistant(line), start, scan)
+            if why is not None:
+                _bad(scan, where.path, line_no, why)
         elif mm.find(_PATCH_MARK, start, stop) != -1:
             _patch(_decode_patch_line(line), where.parent_session, scan)
     except msgspec.ValidationError as exc:
@@ -466,6 +473,48 @@ def _bad(scan: FileScan, path: str, line_no: int, reason: str) -> None:
     scan.bad_count += 1
     if len(scan.bad) < MAX_BAD_REPORTED:
         scan.bad.append(BadLine(path, line_no, reason))
+
+
+def _offer(obj: _AssistantLine, at: int, scan: FileScan) -> str | None:
+    """Keep the line (starting at file offset ``at``) if it is the most complete seen for its request;
+    otherwise return why the line cannot be one. Line numbers are counted only for lines reported bad."""
+    msg = obj.message
+    if msg is None or msg.usage is None:
+        if obj.type in (None, "assistant"):
+            return "usage block outside a message"
+        return None  # e.g. a tool result that quotes an API response: not a request of its own
+    if msg.model == SYNTHETIC_MODEL or obj.isApiErrorMessage:
+        return None  # made up by Claude Code: costs nothing by definition
+    if not msg.model:
+        return "assistant line without message.model"
+    if not obj.timestamp:
+        return "assistant line without timestamp"
+    key = msg.id or obj.requestId
+    if not key:
+        return "assistant line without message.id or requestId"
+    u = msg.usage
+    size = (u.input_tokens or 0) + (u.output_tokens or 0) + (u.cache_creation_input_tokens or 0)
+    size += u.cache_read_input_tokens or 0
+    if u.server_tool_use is not None:
+        size += u.server_tool_use.web_search_requests or 0
+    prev = scan.pending.get(key)
+    if prev is None or size > prev[0]:
+        scan.pending[key] = (size, obj, -at - 1)  # negative: an offset that _finish turns into a line
+    return None
+
+
+def _finish(where: _Where, scan: FileScan, mm: mmap.mmap, start: int, start_line: int) -> None:
+    for _size, obj, line_no in scan.pending.values():
+        rec = _record(obj, where.parent_session, where.file_agent)
+        if isinstance(rec, str):
+            if line_no < 0:  # an offset (see _offer): count the lines before it, rare enough to be cheap
+                at = -line_no - 1
+                line_no = start_line + mm[start:at].count(b"\n") + 1
+            _bad(scan, where.path, line_no, rec)
+        elif rec is not None:
+            scan.records.append(rec)
+    scan.pending.clear()
+    scan.bad.sort(key=lambda b: b.line_no)
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -589,18 +638,19 @@ def pending(files: list[Path], known: dict[str, FileState]) -> Iterator[tuple[Pa
 
 def scan_many(
     work: list[tuple[Path, FileState | None, int]],
+    scan: Callable[[Path, FileState | None], T],
     *,
     workers: int = 1,
-    on_file: Callable[[FileScan | None, int], None] | None = None,
-) -> Iterator[FileScan]:
-    """Scan files, in parallel processes when there is enough to read to pay for starting them."""
+    on_file: Callable[[T, int], None] | None = None,
+) -> Iterator[T]:
+    """Apply ``scan`` (``scan_file`` or a wrapper that also prices) to each file, in parallel processes
+    when there is enough to read to pay for starting them. ``scan`` must be a module-level function."""
     if workers <= 1 or len(work) < 2:
         for path, prev, nbytes in work:
-            scan = scan_file(path, prev)
+            result = scan(path, prev)
             if on_file:
-                on_file(scan, nbytes)
-            if scan is not None:
-                yield scan
+                on_file(result, nbytes)
+            yield result
         return
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -609,10 +659,9 @@ def scan_many(
     order = sorted(work, key=lambda w: -w[2])
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futs = {pool.submit(scan_file, p, prev): n for p, prev, n in order}
+        futs = {pool.submit(scan, p, prev): n for p, prev, n in order}
         for fut in cf.as_completed(futs):
-            scan = fut.result()
+            result = fut.result()
             if on_file:
-                on_file(scan, futs[fut])
-            if scan is not None:
-                yield scan
+                on_file(result, futs[fut])
+            yield result

@@ -19,7 +19,7 @@ from ccledger.core.records import TokenCounts, UsageRecord
 from ccledger.store.engine import make_engine, migrate
 from ccledger.store.schema import code_changes, source_files, usage
 
-# Column order of the bulk upsert; ``_row`` produces tuples in exactly this order.
+# Column order of the bulk upsert; ``row_of`` produces tuples in exactly this order.
 _COLUMNS = (
     "dedupe_key", "ts_ms", "source", "model", "model_key", "session_id", "project", "git_branch",
     "client_version", "is_sidechain", "agent_id", "user_id", "group_id", "key_id", "workspace",
@@ -46,7 +46,8 @@ class PricedRow:
     long_context: bool
 
 
-def _row(p: PricedRow) -> tuple[object, ...]:
+def row_of(p: PricedRow) -> tuple[object, ...]:
+    """The record as a bulk-upsert row (column order ``_COLUMNS``; the key first, completeness last)."""
     r = p.record
     t = r.tokens
     return (
@@ -123,9 +124,12 @@ class Ledger:
 
     def write(self, rows: Sequence[PricedRow], conn: Connection | None = None) -> None:
         """Idempotent bulk upsert. Pass ``conn`` to make it part of a larger transaction."""
-        if not rows:
+        self.write_rows([row_of(r) for r in rows], conn)
+
+    def write_rows(self, params: Sequence[tuple[object, ...]], conn: Connection | None = None) -> None:
+        """``write`` for rows already made by ``row_of`` (e.g. in a worker process)."""
+        if not params:
             return
-        params = [_row(r) for r in rows]
         if conn is not None:
             conn.exec_driver_sql(self._upsert_sql, params)
             return
@@ -134,14 +138,14 @@ class Ledger:
 
     def ingest(
         self,
-        rows: Sequence[PricedRow],
+        rows: Sequence[tuple[object, ...]],
         changes: Sequence[CodeChange],
         cursors: Sequence[FileCursor],
     ) -> None:
         """Records, code changes and the file positions they came from, in one transaction: a crash
         leaves either all of it or none, so the next run re-reads exactly what was not stored."""
         with self.engine.begin() as conn:
-            self.write(rows, conn)
+            self.write_rows(rows, conn)
             if changes:
                 self._upsert_changes(conn, changes)
             if cursors:

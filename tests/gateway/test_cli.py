@@ -1,0 +1,71 @@
+"""``ccledger gateway`` end to end: a TOML config, two uvicorn workers, a graceful stop that flushes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from ccledger.store.identity import IdentityStore
+from ccledger.store.ledger import Ledger
+from tests.gateway.conftest import PRICE_FILE, UPSTREAM_KEY, body
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_gateway_command_with_two_workers(tmp_path, fake_upstream, _sqlite_template):
+    import shutil
+
+    db = tmp_path / "ledger.db"
+    shutil.copyfile(_sqlite_template, db)
+    ledger = Ledger.open(f"sqlite:///{db}")
+    ident = IdentityStore(ledger.engine)
+    ident.create_user("alice")
+    _, key = ident.create_key("alice")
+    (tmp_path / "prices.toml").write_text(PRICE_FILE)
+    port = _free_port()
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'upstream_url = "{fake_upstream.url}"\nupstream_api_key_env = "TEST_UPSTREAM_KEY"\n'
+        f'store_url = "sqlite:///{db}"\nprice_files = ["{tmp_path / "prices.toml"}"]\n'
+        f'spool_path = "{tmp_path / "spool.jsonl"}"\nlog_level = "WARNING"\n'
+    )
+    env = {**os.environ, "TEST_UPSTREAM_KEY": UPSTREAM_KEY}
+    env.pop("CCLEDGER_GATEWAY_CONFIG", None)
+    code = (
+        "from pathlib import Path; from ccledger.cli.gateway_cmd import gateway; "
+        f"gateway(Path({str(cfg)!r}), '127.0.0.1', {port}, 2)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "gateway did not start"
+            time.sleep(0.1)
+        fake_upstream.clear()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"x-api-key": key}) as c:
+            for _ in range(6):
+                assert c.post("/v1/messages", content=body()).status_code == 200
+        assert all(r.header("x-api-key") == UPSTREAM_KEY for r in fake_upstream.requests)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    # Both workers flushed their writers on shutdown: nothing lost.
+    assert ledger.count() == 6
+    ledger.close()

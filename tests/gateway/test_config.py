@@ -1,0 +1,63 @@
+"""Configuration: TOML file, environment overrides, admin key handling."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from ccledger.gateway.config import AdminKey, AdminKeyring, GatewaySettings, load_settings
+
+TOML = """
+[gateway]
+upstream_url = "https://example.invalid"
+upstream_api_key_env = "MY_UPSTREAM_KEY"
+port = 9999
+estimator = "strict"
+fail_mode = "closed"
+admin_write_keys = [{id = "ops", key = "%s"}]
+
+[gateway.rate_limits]
+rpm_per_user = 5
+tpm_per_user = 200000
+
+[[gateway.models]]
+id = "claude-sonnet-4-5"
+display_name = "Sonnet"
+""" % ("k" * 32)
+
+
+def test_toml_then_env_then_overrides(tmp_path, monkeypatch):
+    path = tmp_path / "gw.toml"
+    path.write_text(TOML)
+    monkeypatch.setenv("MY_UPSTREAM_KEY", "sk-from-env")
+    monkeypatch.setenv("CCLEDGER_GATEWAY_PORT", "7000")
+    monkeypatch.delenv("CCLEDGER_GATEWAY_CONFIG", raising=False)
+    s = load_settings(path, host="0.0.0.0")
+    assert s.upstream_url == "https://example.invalid"
+    assert s.upstream_credential() == "sk-from-env"
+    assert s.port == 7000  # env beats the file
+    assert s.host == "0.0.0.0"  # explicit (CLI) beats env
+    assert s.estimator == "strict" and s.fail_mode == "closed"
+    assert s.rate_limits.rpm_per_user == 5
+    assert s.models[0].display_name == "Sonnet"
+    assert s.store_prompts is False
+
+
+def test_invalid_values_rejected(monkeypatch):
+    monkeypatch.delenv("CCLEDGER_GATEWAY_CONFIG", raising=False)
+    with pytest.raises(ValidationError):
+        GatewaySettings(admin_write_keys=[{"id": "x", "key": "short"}])
+    with pytest.raises(ValidationError):
+        GatewaySettings(store_prompts=True)
+    with pytest.raises(ValidationError):
+        GatewaySettings(fail_mode="maybe")
+
+
+def test_admin_keyring_hashes_and_scopes():
+    ring = AdminKeyring([AdminKey(id="r", key="r" * 32)], [AdminKey(id="w", key="w" * 32)])
+    assert ring.check("w" * 32, write=True) == "w"
+    assert ring.check("w" * 32, write=False) == "w"  # write keys can read
+    assert ring.check("r" * 32, write=False) == "r"
+    assert ring.check("r" * 32, write=True) is None
+    assert ring.check("nope", write=False) is None
+    assert all("r" * 32 not in repr(v) for v in vars(ring).values())
