@@ -59,8 +59,11 @@ def expected_nanos(
 ) -> int:
     """Cost in nano-dollars from the test's own prices (USD/MTok -> nanos per token = rate * 1000)."""
     usd = (
-        input * PRICES["input"] + output * PRICES["output"] + w5 * PRICES["cache_write_5m"]
-        + w1 * PRICES["cache_write_1h"] + read * PRICES["cache_read"]
+        input * PRICES["input"]
+        + output * PRICES["output"]
+        + w5 * PRICES["cache_write_5m"]
+        + w1 * PRICES["cache_write_1h"]
+        + read * PRICES["cache_read"]
     ) / Decimal(1_000_000) + searches * Decimal("0.01")
     nanos = usd * 1_000_000_000
     assert nanos == nanos.to_integral_value()

@@ -88,13 +88,14 @@ def test_aborted_stream_is_billed_with_floor(gw, fake_upstream: FakeUpstream):
         "x-api-key": key, "x-fake-scenario": "hang_after_start", "x-fake-delay-ms": "5000",
         "x-fake-chunks": chunks, "x-fake-usage": json.dumps({"output_tokens": 1}),
     }  # fmt: skip
-    with httpx.Client(base_url=gw.url, timeout=10) as c, c.stream(
-        "POST", "/v1/messages", content=body(stream=True), headers=headers
-    ) as r:
+    with (
+        httpx.Client(base_url=gw.url, timeout=10) as c,
+        c.stream("POST", "/v1/messages", content=body(stream=True), headers=headers) as r,
+    ):
         got = b""
         for chunk in r.iter_raw():
             got += chunk
-            if got.count(b"content_block_delta") >= 2:
+            if got.count(b"x" * 400 + b'"}}') >= 2:  # two complete text deltas received
                 break
     # The client hung up mid-stream; the gateway must bill and cut the upstream.
     deadline = time.monotonic() + 5

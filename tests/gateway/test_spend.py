@@ -90,7 +90,9 @@ def test_counters_seeded_from_ledger_at_start(gateway_factory, clock):
 def _blast(url: str, key: str, n: int) -> list[int]:
     async def go() -> list[int]:
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-        async with httpx.AsyncClient(base_url=url, headers={"x-api-key": key}, limits=limits, timeout=30) as c:
+        async with httpx.AsyncClient(
+            base_url=url, headers={"x-api-key": key}, limits=limits, timeout=30
+        ) as c:
             rs = await asyncio.gather(
                 *(c.post("/v1/messages", content=body(max_tokens=100)) for _ in range(n))
             )

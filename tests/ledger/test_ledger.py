@@ -8,7 +8,7 @@ from decimal import Decimal
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import TokenCounts, UsageRecord
 from ccledger.store.engine import make_engine
-from ccledger.store.ledger import CodeChange, FileCursor, Ledger, price_record
+from ccledger.store.ledger import CodeChange, FileCursor, Ledger, price_record, row_of
 from ccledger.store.migrations import HEAD
 
 BOOK = PriceBook.load()
@@ -42,7 +42,7 @@ def test_writes_are_idempotent_and_most_complete_wins(ledger_url):
 def test_ingest_is_one_transaction_with_cursors(ledger_url):
     ledger = Ledger.open(ledger_url)
     cur = FileCursor("/x/a.jsonl", "1:2", "5:abc", 500, 7, 480, 12, 1)
-    ledger.ingest([price_record(BOOK, rec("k1"))], [CodeChange("uuid:1", "s", 0, 3, 1)], [cur])
+    ledger.ingest([row_of(price_record(BOOK, rec("k1")))], [CodeChange("uuid:1", "s", 0, 3, 1)], [cur])
     cur.offset = 500
     ledger.ingest([], [CodeChange("uuid:1", "s", 0, 3, 1)], [cur])  # same change again: not doubled
     got = ledger.cursors()["/x/a.jsonl"]
@@ -95,3 +95,37 @@ def test_rollup_groups_and_filters(ledger_url):
     ]
     only = ledger.rollup(bucket_ms=60_000, where={"session_id": "s2"})
     assert [r.requests for r in only] == [1]
+
+
+def test_rollup_cells_agree_with_raw_records_after_replacements_and_reprice(ledger_url, tmp_path):
+    """The trigger-maintained quarter-hour cells must give exactly what a scan of the records gives."""
+    import random
+
+    rnd = random.Random(5)
+    ledger = Ledger.open(ledger_url)
+    base = int(datetime(2026, 11, 20, tzinfo=UTC).timestamp())
+    recs = []
+    for i in range(400):
+        ts = datetime.fromtimestamp(base + rnd.randrange(0, 3 * 86400), tz=UTC)
+        recs.append(rec(f"k{i % 300}", rnd.randrange(0, 5000), model=rnd.choice(["claude-sonnet-4-5", "x-unknown"]),
+                        ts=ts, session_id=f"s{i % 7}", project=f"/p{i % 3}"))
+    for chunk in (recs[:150], recs[150:]):  # later copies of k0..k99 replace or lose to the first ones
+        ledger.write([price_record(BOOK, r) for r in chunk])
+
+    def both(**kw):
+        def norm(rows):
+            return sorted((r.bucket_ms, r.keys, r.requests, r.tokens, r.cost_nanos, r.unknown_requests) for r in rows)
+        return norm(ledger._rollup_from(True, **kw)), norm(ledger._rollup_from(False, **kw))
+
+    for kw in ({"bucket_ms": 900_000, "by": ["model_key", "model"]},
+               {"bucket_ms": 3_600_000, "by": ["project"]},
+               {"bucket_ms": 10**13, "by": ["session_id", "model"]},
+               {"bucket_ms": 86_400_000, "by": [], "where": {"session_id": "s3"}}):
+        cells, raw = both(since_ms=None, until_ms=None, where=kw.pop("where", None), **kw)
+        assert cells == raw and raw
+    assert sum(r[2] for r in both(bucket_ms=10**13, by=[], since_ms=None, until_ms=None, where=None)[0]) == 300
+    f = tmp_path / "p.toml"
+    f.write_text('multiplier = "0.5"\n')
+    ledger.reprice(PriceBook.load([f]))
+    cells, raw = both(bucket_ms=900_000, by=["model"], since_ms=None, until_ms=None, where=None)
+    assert cells == raw

@@ -75,8 +75,10 @@ def build_state(
     credential = settings.upstream_credential()
     cred: tuple[str, str] | None = None
     if credential:
-        cred = ("x-api-key", credential) if settings.upstream_auth == "x-api-key" else (
-            "authorization", f"Bearer {credential}"
+        cred = (
+            ("x-api-key", credential)
+            if settings.upstream_auth == "x-api-key"
+            else ("authorization", f"Bearer {credential}")
         )
     state = GatewayState(
         settings=settings, book=book, ledger=ledger, identity=identity, counters=counters, limits=limits,
@@ -123,8 +125,8 @@ async def startup(state: GatewayState) -> None:
         read_timeout=state.settings.upstream_sock_read_timeout,
     )  # fmt: skip
     await refresh_limits(state, force=True)
+    await state.writer.start()  # replays the spool first, so seeding below includes those records
     await state.limits.seed_from_ledger(state.ledger)
-    await state.writer.start()
     state.extra["refresh_task"] = asyncio.create_task(_refresh_loop(state))
     log.info("gateway ready upstream=%s store=%s", state.upstream_base, state.ledger.dialect)
 

@@ -119,12 +119,16 @@ class GatewaySettings(BaseSettings):
         return None
 
 
+_explicit_config: Path | None = None  # set only while load_settings(config=...) builds its settings
+
+
 class _TomlSource(PydanticBaseSettingsSource):
-    """Reads the file named by ``CCLEDGER_GATEWAY_CONFIG`` (set by ``load_settings``/the CLI)."""
+    """Reads the file given to ``load_settings``, else the one named by ``CCLEDGER_GATEWAY_CONFIG`` (how
+    the CLI hands the file to uvicorn worker processes)."""
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
-        path = os.environ.get(CONFIG_ENV)
+        path = _explicit_config or os.environ.get(CONFIG_ENV)
         self._data: dict[str, Any] = {}
         if path:
             with open(path, "rb") as fh:
@@ -141,9 +145,12 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 def load_settings(config: Path | None = None, **overrides: Any) -> GatewaySettings:
     """Settings from ``config`` (or ``$CCLEDGER_GATEWAY_CONFIG``), env vars, then explicit overrides."""
-    if config is not None:
-        os.environ[CONFIG_ENV] = str(Path(config).resolve())
-    return GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+    global _explicit_config
+    _explicit_config = Path(config) if config is not None else None
+    try:
+        return GatewaySettings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _explicit_config = None
 
 
 class AdminKeyring:

@@ -146,9 +146,7 @@ class Proxy:
         if isinstance(verdict, Rejection):
             rej = verdict
             st.metrics.rejections.labels(rej.limit).inc()
-            log.info(
-                "limit_reject user=%s key=%s limit=%s", principal.user_id, principal.key_id, rej.limit
-            )
+            log.info("limit_reject user=%s key=%s limit=%s", principal.user_id, principal.key_id, rej.limit)
             await send_error(send, rej.status, rej.err_type, rej.message, gw_rid, rej.headers)
             return rej.status
         adm = verdict
@@ -310,6 +308,38 @@ class Proxy:
         *,
         aborted: bool,
     ) -> None:
+        try:
+            await self._meter_unchecked(
+                principal,
+                attribution,
+                adm,
+                usage,
+                model,
+                message_id,
+                up_rid,
+                gw_rid,
+                t0,
+                head,
+                aborted=aborted,
+            )
+        except Exception:  # metering must never break a response; the error is logged (no prompt data)
+            log.exception("metering failed user=%s model=%s", principal.user_id, model)
+
+    async def _meter_unchecked(
+        self,
+        principal: Any,
+        attribution: Attribution,
+        adm: Ticket,
+        usage: Any,
+        model: str,
+        message_id: str | None,
+        up_rid: str | None,
+        gw_rid: str,
+        t0: float,
+        head: BodyHead,
+        *,
+        aborted: bool,
+    ) -> None:
         st = self.state
         row = build_row(
             st.book,
@@ -329,7 +359,7 @@ class Proxy:
         await adm.settle(cost, usage.tokens)
         st.writer.submit(row)
         st.metrics.record_usage(row.record)
-        log.info(
+        log.debug(
             "metered user=%s key=%s session=%s model=%s cost_nanos=%d in=%d out=%d cw=%d cr=%d%s",
             principal.user_id, principal.key_id, attribution.session_id, model, cost, usage.tokens.input,
             usage.tokens.output, usage.tokens.cache_write, usage.tokens.cache_read,

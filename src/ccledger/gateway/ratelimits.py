@@ -59,9 +59,7 @@ class RateLimiter:
         org = None
         if org_rpm is not None or org_tpm is not None:
             org = RateLimits(org_rpm, None if org_tpm is None else int(org_tpm))
-        policy = RatePolicy(
-            per_user=RateLimits(rpm, None if tpm is None else int(tpm)), users=users, org=org
-        )
+        policy = RatePolicy(per_user=RateLimits(rpm, None if tpm is None else int(tpm)), users=users, org=org)
         self.policy = PolicyLimiter(self.counters, policy)
         self.enabled = True
 

@@ -58,8 +58,35 @@ usage = Table(
     Column("completeness", BigInteger, nullable=False, default=0),
 )
 Index("ix_usage_ts", usage.c.ts_ms)
-Index("ix_usage_session", usage.c.session_id, usage.c.ts_ms)
-Index("ix_usage_user_ts", usage.c.user_id, usage.c.ts_ms)
+
+# Quarter-hour sums per (source, session, project, model, user), kept current by database triggers on
+# ``usage`` (migration 0002): reports read a few thousand cells instead of every request, and the sums stay
+# right whatever writes the ledger (transcripts, gateway, reprice), because the engine does the arithmetic.
+ROLLUP_BUCKET_MS = 900_000
+ROLLUP_DIMS = ("source", "session_id", "project", "model_key", "model", "user_id")
+usage_rollup = Table(
+    "usage_rollup",
+    metadata,
+    Column("bucket_ms", BigInteger, nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("session_id", String(200), nullable=False),
+    Column("project", Text, nullable=False),
+    Column("model_key", String(100), nullable=False),  # "" when the book does not know the model
+    Column("model", String(200), nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_write_5m", BigInteger, nullable=False),
+    Column("cache_write_1h", BigInteger, nullable=False),
+    Column("cache_read", BigInteger, nullable=False),
+    Column("web_search_requests", BigInteger, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("unknown_requests", BigInteger, nullable=False),
+    Column("first_ms", BigInteger, nullable=False),
+    Column("last_ms", BigInteger, nullable=False),
+    PrimaryKeyConstraint("bucket_ms", *ROLLUP_DIMS, name="pk_usage_rollup"),
+)
 
 # Lines added/removed by edit tools, keyed by the transcript line's uuid so re-reading never doubles them.
 code_changes = Table(
