@@ -137,7 +137,7 @@ def test_unreadable_file_is_a_warning(tmp_path):
 
 def test_huge_line_is_not_loaded_into_memory(tmp_path):
     """A 100 MB snapshot line beside normal lines: skipped without parsing, peak memory stays low."""
-    root, proj, _ = setup(tmp_path)
+    _root, proj, _ = setup(tmp_path)
     f = proj / "s1.jsonl"
     with f.open("wb") as fh:
         fh.write(line("m1").encode() + b"\n")
