@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ccledger.settings import default_data_dir, default_db_url
@@ -57,7 +57,7 @@ class GatewaySettings(BaseSettings):
     )
 
     upstream_url: str = "https://api.anthropic.com"
-    upstream_api_key: str | None = None  # the operator's credential, sent as x-api-key
+    upstream_api_key: SecretStr | None = None  # the operator's credential; SecretStr keeps it out of reprs
     upstream_api_key_env: str | None = "ANTHROPIC_API_KEY"  # or the env var holding it
     upstream_auth: Literal["x-api-key", "bearer"] = "x-api-key"
     upstream_sock_read_timeout: float = 600.0  # > Claude Code's 300 s silence window: never cut a live stream
@@ -112,8 +112,8 @@ class GatewaySettings(BaseSettings):
         return (init_settings, env_settings, _TomlSource(settings_cls))
 
     def upstream_credential(self) -> str | None:
-        if self.upstream_api_key:
-            return self.upstream_api_key
+        if self.upstream_api_key is not None and self.upstream_api_key.get_secret_value():
+            return self.upstream_api_key.get_secret_value()
         if self.upstream_api_key_env:
             return os.environ.get(self.upstream_api_key_env) or None
         return None
