@@ -29,12 +29,14 @@ def default_price_files() -> list[Path]:
 
 
 def claude_config_dirs() -> list[Path]:
-    """Where Claude Code keeps transcripts: CLAUDE_CONFIG_DIR (comma-separated) or the two defaults."""
+    """Where Claude Code keeps transcripts: both default config dirs and every dir in CLAUDE_CONFIG_DIR
+    (comma-separated). Duplicates (the same folder twice) are removed by the reader."""
+    home = Path.home()
+    dirs = [home / ".config" / "claude", home / ".claude"]
     env = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
     if env:
-        return [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
-    home = Path.home()
-    return [home / ".config" / "claude", home / ".claude"]
+        dirs += [Path(p.strip()).expanduser() for p in env.split(",") if p.strip()]
+    return dirs
 
 
 @dataclass

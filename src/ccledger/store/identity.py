@@ -27,19 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import BigInteger, Engine, Text, and_, cast, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
+from ccledger.core.limits import SpendLimit
 from ccledger.core.periods import PERIODS
 from ccledger.store.engine import migrate
 from ccledger.store.ledger import to_ms
 from ccledger.store.schema import admin_audit, api_keys, groups, settings_kv, spend_limits, user_groups, users
-
-if TYPE_CHECKING:  # the control layer's value type; imported lazily at runtime (see list_spend_limits)
-    from ccledger.control.spend import SpendLimit
 
 SCOPE_TYPES = ("organization", "rbac_group", "user", "api_key")
 KEY_PREFIX = "ccl_"
@@ -683,7 +681,6 @@ class IdentityStore:
         """Every cap as the control layer's value type, ready for ``control.spend.resolve_caps``."""
         # Imported here, not at module top: store sits below control in the layering, and only this
         # convenience needs the control type.
-        from ccledger.control.spend import SpendLimit
 
         return [
             SpendLimit(
