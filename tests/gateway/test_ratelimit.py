@@ -59,3 +59,31 @@ def test_limits_plan_apply_setting_is_picked_up(gw):
         assert c.post("/v1/messages", content=body()).status_code == 200
         r = c.post("/v1/messages", content=body())
     assert r.status_code == 429 and r.headers["anthropic-ratelimit-requests-limit"] == "1"
+
+
+def test_short_queueing_instead_of_429(gateway_factory):
+    import threading
+
+    # 6,000 TPM refills 100 tokens/s; 16 requests of 378 tokens leave the bucket 48 tokens in debt.
+    gw = gateway_factory(rate_limits={"tpm_per_user": 6000, "queue_ms": 3000})
+    key = gw.user("alice")
+    gw.refresh()
+    with gw.client(key) as c:
+        for _ in range(16):
+            assert c.post("/v1/messages", content=body()).status_code == 200
+        # The next request waits (~0.5 s of refill) instead of failing; move the test clock meanwhile.
+        timer = threading.Timer(0.2, lambda: gw.clock.advance(seconds=1))
+        timer.start()
+        r = c.post("/v1/messages", content=body())
+        timer.join()
+    assert r.status_code == 200
+
+
+def test_queueing_gives_up_when_the_wait_is_too_long(gateway_factory):
+    gw = gateway_factory(rate_limits={"rpm_per_user": 1, "queue_ms": 200})
+    key = gw.user("alice")
+    gw.refresh()
+    with gw.client(key) as c:
+        assert c.post("/v1/messages", content=body()).status_code == 200
+        r = c.post("/v1/messages", content=body())  # next token in 60 s: no point queueing
+    assert r.status_code == 429 and r.headers["retry-after"] == "60"

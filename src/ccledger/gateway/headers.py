@@ -19,7 +19,8 @@ HOP_BY_HOP = frozenset(
     }
 )  # fmt: skip
 CLIENT_CREDENTIALS = frozenset({b"x-api-key", b"authorization"})
-_REQ_DROP = HOP_BY_HOP | CLIENT_CREDENTIALS | {b"accept-encoding"}
+# ``expect``: the gateway already holds the whole body, so a 100-continue handshake has no purpose.
+_REQ_DROP = HOP_BY_HOP | CLIENT_CREDENTIALS | {b"accept-encoding", b"expect"}
 # Response: hop-by-hop plus content-length (the ASGI server frames the body itself).
 _RESP_DROP = HOP_BY_HOP
 _UPSTREAM_RL_PREFIX = b"anthropic-ratelimit-"

@@ -8,7 +8,9 @@ response reported.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -67,10 +69,9 @@ class RateLimiter:
         from ccledger.gateway.limits import Rejection
 
         assert self.policy is not None
-        if self.queue_s > 0 and self.clock is not None:
-            decision = await self.policy.wait_admit(user_id, clock=self.clock, max_wait_s=self.queue_s)
-        else:
-            decision = await self.policy.admit(user_id, now)
+        decision = await self.policy.admit(user_id, now)
+        if not decision.ok and self.queue_s > 0 and self.clock is not None:
+            decision = await self._queue(user_id, decision)
         if decision.degraded:
             log.warning("rate-limit counters unavailable (%s)", decision.error)
         headers = _hdrs(decision.headers())
@@ -84,6 +85,21 @@ class RateLimiter:
         else:
             msg = f"rate limit exceeded: {decision.tokens_limit} tokens per minute for this user"
         return Rejection(429, "rate_limit_error", msg, limit, headers)
+
+    async def _queue(self, user_id: str, decision: Any) -> Any:
+        """Short queueing instead of an immediate 429: wait for the predicted refill and try again, while
+        that stays within ``queue_ms`` of real time. The budget is measured on the monotonic clock, not
+        the (injectable) policy clock, so a frozen or skewed clock can never make a request wait forever.
+        """
+        assert self.policy is not None and self.clock is not None
+        deadline = time.monotonic() + self.queue_s
+        while not decision.ok:
+            wait = decision.retry_after_s
+            if wait is None or time.monotonic() + wait > deadline:
+                break
+            await asyncio.sleep(max(wait, 0.005))
+            decision = await self.policy.admit(user_id, self.clock())
+        return decision
 
     async def settle(self, ticket: RateTicket, tokens: TokenCounts, now: datetime) -> None:
         if self.policy is None:
