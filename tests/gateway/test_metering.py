@@ -28,7 +28,9 @@ def test_record_attribution_and_exact_cost(gw):
     msg_id = r.json()["id"]
     (row,) = gw.rows()
     assert row["cost_nanos"] == DEFAULT_COST
-    assert row["dedupe_key"] == msg_id  # the upstream message id
+    assert row["dedupe_key"] == "msg:" + msg_id  # keyed as the transcript reader keys the same request
+    assert row["parent_agent_id"] == "agent-1"
+    assert json.loads(row["extra"]) == {"group_ids": "backend,platform"}
     assert row["request_id"] == r.headers["request-id"]
     assert row["source"] == "gateway"
     assert row["model"] == TEST_MODEL
@@ -51,7 +53,7 @@ def test_stream_cost_matches_for_both_delta_shapes(gw, delta):
     assert r.status_code == 200
     (row,) = gw.rows()
     assert row["cost_nanos"] == DEFAULT_COST
-    assert row["dedupe_key"].startswith("msg_")
+    assert row["dedupe_key"].startswith("msg:msg_")
 
 
 def test_old_usage_without_split_is_all_5m_and_web_search_priced(gw):

@@ -70,6 +70,7 @@ class UsageRecord:
     client_version: str = ""
     is_sidechain: bool = False
     agent_id: str = ""
+    parent_agent_id: str = ""
     user_id: str = ""
     group_id: str = ""
     key_id: str = ""

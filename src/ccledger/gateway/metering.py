@@ -43,13 +43,13 @@ def build_row(
     speed: str | None = None,
 ) -> PricedRow:
     """A priced row. The dedupe key is the upstream message id (``msg_…``), else the upstream
-    ``request-id``, else ours: a retried write or a spool replay then upserts the same row."""
-    dedupe = message_id or upstream_request_id or gateway_request_id
+    ``request-id``, else ours: a retried write or a spool replay then upserts the same row. Message ids
+    are keyed exactly as the transcript reader keys them, so a request seen both by the gateway and in
+    the developer's local history lands once in a shared ledger."""
+    dedupe = "msg:" + message_id if message_id else "req:" + (upstream_request_id or gateway_request_id)
     extra: dict[str, str] = {}
     if len(principal.group_ids) > 1:
         extra["group_ids"] = ",".join(principal.group_ids)
-    if attribution.parent_agent_id:
-        extra["parent_agent_id"] = attribution.parent_agent_id
     if aborted:
         extra["aborted"] = "1"
     rec = UsageRecord(
@@ -66,6 +66,7 @@ def build_row(
         client_version=attribution.client_version,
         is_sidechain=bool(attribution.agent_id),
         agent_id=attribution.agent_id,
+        parent_agent_id=attribution.parent_agent_id,
         user_id=principal.user_id,
         group_id=principal.group_ids[0] if principal.group_ids else "",
         key_id=principal.key_id,

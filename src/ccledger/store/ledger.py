@@ -7,6 +7,7 @@ gateway write can never double-count and never keep a mid-stream snapshot over t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ _COLUMNS = (
     "client_version", "is_sidechain", "agent_id", "user_id", "group_id", "key_id", "workspace",
     "request_id", "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read",
     "web_search_requests", "service_tier", "inference_geo", "speed", "duration_ms", "cost_nanos",
-    "unknown_model", "long_context", "completeness",
+    "unknown_model", "long_context", "parent_agent_id", "extra", "completeness",
 )  # fmt: skip
 
 
@@ -66,7 +67,8 @@ def row_of(p: PricedRow) -> tuple[object, ...]:
         r.client_version, r.is_sidechain, r.agent_id, r.user_id, r.group_id, r.key_id, r.workspace,
         r.request_id, t.input, t.output, t.cache_write_5m, t.cache_write_1h, t.cache_read,
         r.web_search_requests, r.service_tier, r.inference_geo, r.speed, r.duration_ms, r.cost_nanos or 0,
-        r.unknown_model, p.long_context, r.completeness,
+        r.unknown_model, p.long_context, r.parent_agent_id,
+        json.dumps(r.extra, sort_keys=True) if r.extra else None, r.completeness,
     )  # fmt: skip
 
 

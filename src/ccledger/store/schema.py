@@ -37,6 +37,7 @@ usage = Table(
     Column("client_version", String(64), nullable=False, default=""),
     Column("is_sidechain", Boolean, nullable=False, default=False),
     Column("agent_id", String(200), nullable=False, default=""),
+    Column("parent_agent_id", String(200), nullable=False, default="", server_default=""),
     Column("user_id", String(200), nullable=False, default=""),
     Column("group_id", String(200), nullable=False, default=""),
     Column("key_id", String(200), nullable=False, default=""),
@@ -56,6 +57,7 @@ usage = Table(
     Column("unknown_model", Boolean, nullable=False, default=False),
     Column("long_context", Boolean, nullable=False, default=False),
     Column("completeness", BigInteger, nullable=False, default=0),
+    Column("extra", Text),  # JSON object of facts without a column of their own (e.g. all group ids)
 )
 Index("ix_usage_ts", usage.c.ts_ms)
 
