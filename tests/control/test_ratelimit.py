@@ -188,3 +188,29 @@ def test_limits_must_be_positive() -> None:
         RateLimits(rpm=0)
     with pytest.raises(ValueError):
         RateLimits(tpm=-1)
+
+
+def test_wait_admit_gives_up_even_when_the_clock_stands_still():
+    """A frozen (injected) clock must not turn a short queue into an endless loop."""
+    import asyncio as _asyncio
+    from datetime import UTC as _UTC
+    from datetime import datetime as _dt
+
+    from ccledger.control.counters.memory import MemoryCounters
+    from ccledger.control.ratelimit import RateLimiter, RateLimits, RatePolicy
+
+    frozen = _dt(2026, 11, 25, tzinfo=_UTC)
+    limiter = RateLimiter(MemoryCounters(), RatePolicy(per_user=RateLimits(rpm=1, tpm=None)))
+    slept: list[float] = []
+
+    async def fake_sleep(s: float) -> None:
+        slept.append(s)
+
+    async def go():
+        first = await limiter.admit("u", frozen)
+        assert first.ok
+        return await limiter.wait_admit("u", clock=lambda: frozen, max_wait_s=120, sleep=fake_sleep)
+
+    decision = _asyncio.run(go())
+    assert not decision.ok
+    assert sum(slept) <= 120

@@ -289,11 +289,14 @@ class RateLimiter:
         the refusal as soon as the next chance lies beyond ``max_wait_s``. Not FIFO: a newcomer can take a
         freed token first; the waiter then retries at the next predicted time."""
         deadline = clock().timestamp() + max_wait_s
+        slept = 0.0  # also bounds the wait when the injected clock does not move
         while True:
             now = clock()
             decision = await self.admit(user_id, now, scope=scope)
             if decision.ok or decision.retry_after_s is None:
                 return decision
-            if now.timestamp() + decision.retry_after_s > deadline:
+            pause = max(decision.retry_after_s, 0.001)
+            if now.timestamp() + decision.retry_after_s > deadline or slept + pause > max_wait_s:
                 return decision
-            await sleep(max(decision.retry_after_s, 0.001))
+            await sleep(pause)
+            slept += pause

@@ -17,7 +17,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("usage") as batch:
-        batch.add_column(sa.Column("parent_agent_id", sa.String(length=200), nullable=False, server_default=""))
+        batch.add_column(
+            sa.Column("parent_agent_id", sa.String(length=200), nullable=False, server_default="")
+        )
         batch.add_column(sa.Column("extra", sa.Text(), nullable=True))
 
 
