@@ -61,3 +61,17 @@ def test_admin_keyring_hashes_and_scopes():
     assert ring.check("r" * 32, write=True) is None
     assert ring.check("nope", write=False) is None
     assert all("r" * 32 not in repr(v) for v in vars(ring).values())
+
+
+def test_the_example_config_in_the_readme_loads():
+    """README points teams at examples/gateway.toml: it must stay a valid configuration."""
+    from pathlib import Path
+
+    from ccledger.gateway.config import load_settings
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
+    s = load_settings(example)
+    assert s.port == 8787 and s.upstream_url == "https://api.anthropic.com"
+    assert [m.id for m in s.models] == ["claude-sonnet-4-5", "claude-opus-4-8"]
+    assert s.rate_limits.rpm_per_user == 5 and s.rate_limits.queue_ms == 2000
+    assert s.admin_write_keys[0].id == "ops"
