@@ -209,17 +209,18 @@ def test_arbitrary_json_in_usage_shapes_never_crash(tmp_path, value):
 
 
 _GOOD = [b'{"a":1}', b'{"type":"user","message":{"content":"hi \xc3\xa9"}}', b"{}", b"  "]
-_BAD = [b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a":"\xff"}', b'{"a":1}}', b"\x00"]
+_BAD = [b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a":"\xff"}', b'{"a":1}}', b"\x00", b"{}{}",
+        b'{"message":{"usage":{}}}}', b'{"a":1},']
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.integers(0, 7)), min_size=1, max_size=40))
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 20)), min_size=1, max_size=40))
 def test_bulk_validation_finds_exactly_the_bad_lines(spec):
     """Chunk validation must single out every bad line, even an unterminated one that runs on into
     the next line (JSON sees the newline as whitespace)."""
     from ccledger.sources.transcripts import _bad_spans
 
-    lines = [(_BAD if bad else _GOOD)[i % (8 if bad else 4)] for bad, i in spec]
+    lines = [(_BAD if bad else _GOOD)[i % (len(_BAD) if bad else len(_GOOD))] for bad, i in spec]
     buf = b"".join(line + b"\n" for line in lines)
     starts, pos = [], 0
     for line in lines:
@@ -237,3 +238,14 @@ def test_usage_quoted_inside_a_tool_result_is_not_a_request(tmp_path):
     (proj / "s1.jsonl").write_text(line("m1") + "\n" + json.dumps(quoted, separators=(",", ":")) + "\n")
     s = refresh(ledger, BOOK, [root])
     assert (s.bad_lines, summary(ledger)) == (0, (1, 100))
+
+
+def test_broken_lines_that_pair_up_into_valid_json_are_still_bad(tmp_path):
+    """Two values on one line plus two halves that join into one value: counted, never a crash."""
+    root, proj, ledger = setup(tmp_path)
+    (proj / "s1.jsonl").write_bytes(
+        (line("m1") + "\n{}{}\n" + '{"x":\n{"message":{"usage":{}}}}\n' + line("m2", 5) + "\n").encode()
+    )
+    s = refresh(ledger, BOOK, [root])
+    assert s.bad_lines == 3
+    assert summary(ledger) == (2, 105)

@@ -117,12 +117,10 @@ def _report_refresh(app_: App, stats: RefreshStats, err: Console) -> None:
 
 def _warn_unknown_models(app_: App, err: Console) -> None:
     """Say once (ever, per model) that a model was priced at the fallback rate; reports keep flagging it."""
-    from ccledger.store.kv import get_setting, set_setting
-
     unknown = app_.ledger.unknown_models()
     if not unknown:
         return
-    warned = set(get_setting(app_.ledger.engine, "warned_unknown_models") or [])
+    warned = set(app_.ledger.get_setting("warned_unknown_models") or [])
     new = sorted(set(unknown) - warned)
     if not new:
         return
@@ -133,7 +131,7 @@ def _warn_unknown_models(app_: App, err: Console) -> None:
             f"${fb.input}/${fb.output} per MTok (add it to a price file: see `ccledger prices --help`)",
             highlight=False,
         )
-    set_setting(app_.ledger.engine, "warned_unknown_models", sorted(warned | set(new)))
+    app_.ledger.set_setting("warned_unknown_models", sorted(warned | set(new)))
 
 
 # --- reports -------------------------------------------------------------------------------------------

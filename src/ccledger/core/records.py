@@ -51,6 +51,20 @@ class TokenCounts:
         )
 
 
+def split_cache_writes(total: int | None, split_5m: int | None, split_1h: int | None) -> tuple[int, int]:
+    """(5m, 1h) cache-write tokens from a usage block, the one rule every source uses.
+
+    Without a split (old clients, OpenTelemetry) every write is 5m, the default TTL. With one, the 1h
+    part is taken as given (it costs 2x input) and the 5m part is whatever the total has beyond it, so a
+    split that does not add up is never priced below the reported total.
+    """
+    total = total or 0
+    if split_5m is None and split_1h is None:
+        return total, 0
+    w1h = split_1h or 0
+    return max(split_5m or 0, total - w1h), w1h
+
+
 @dataclass(slots=True)
 class UsageRecord:
     """One priced request. ``dedupe_key`` is what makes every write idempotent across sources and retries."""

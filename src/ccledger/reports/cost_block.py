@@ -18,13 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import func, select
-
 from ccledger.core.pricing import normalise_model_id
 from ccledger.core.records import SYNTHETIC_MODEL
 from ccledger.reports.aggregate import ALL_TIME_MS, Totals
 from ccledger.store.ledger import Ledger
-from ccledger.store.schema import usage
 
 LABEL_WIDTH = 23  # len("Total duration (wall): ")
 MODEL_WIDTH = 21
@@ -156,21 +153,16 @@ def choose_session(wanted: str, matches: Sequence[str]) -> str:
 def find_session(ledger: Ledger, wanted: str | None) -> str:
     """``wanted`` as an exact id or a unique prefix; without one, the session with the latest request.
 
-    Each lookup is one indexed query (ts index backwards, or the session index), so ``ccledger cost``
-    stays instant however large the ledger grows.
+    Answered from the quarter-hour cells, so ``ccledger cost`` stays instant however large the ledger.
     """
-    col = usage.c.session_id
-    with ledger.engine.connect() as conn:
-        if not wanted:
-            latest = select(col).where(col != "").order_by(usage.c.ts_ms.desc(), col.desc()).limit(1)
-            sid = conn.execute(latest).scalar()
-            if sid is None:
-                raise SessionLookupError("no sessions in the ledger")
-            return str(sid)
-        if conn.execute(select(col).where(col == wanted).limit(1)).scalar() is not None:
-            return wanted
-        prefixed = select(col).where(col.startswith(wanted, autoescape=True)).distinct().limit(6)
-        matches = [str(m) for m in conn.execute(prefixed).scalars()]
+    if not wanted:
+        sid = ledger.latest_session()
+        if sid is None:
+            raise SessionLookupError("no sessions in the ledger")
+        return sid
+    matches = ledger.sessions_with_prefix(wanted)
+    if wanted in matches:
+        return wanted
     return choose_session(wanted, matches)
 
 
@@ -187,10 +179,4 @@ def load_session(ledger: Ledger, wanted: str | None) -> SessionCost:
 
 
 def _api_duration(ledger: Ledger, session_id: str) -> int | None:
-    """Sum of request durations, or None when no source recorded any (transcripts do not)."""
-    stmt = select(func.sum(usage.c.duration_ms), func.count(usage.c.duration_ms)).where(
-        usage.c.session_id == session_id
-    )
-    with ledger.engine.connect() as conn:
-        total, known = conn.execute(stmt).one()
-    return int(total) if known else None
+    return ledger.session_duration_ms(session_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ccledger.core.records import TokenCounts
+from ccledger.core.records import TokenCounts, split_cache_writes
 
 # -- wire shapes: only the fields metering reads; msgspec skips everything else without building it ----
 
@@ -87,21 +87,13 @@ class Usage:
     speed: str | None = None
 
 
-def _split_writes(total: int | None, cc: _CacheCreation | None) -> tuple[int, int]:
-    """(5m, 1h) cache writes. No split reported (older API, old transcripts) means all writes were 5m."""
-    if cc is None or (cc.ephemeral_5m_input_tokens is None and cc.ephemeral_1h_input_tokens is None):
-        return (total or 0), 0
-    w5 = cc.ephemeral_5m_input_tokens or 0
-    w1 = cc.ephemeral_1h_input_tokens or 0
-    if total is not None and total != w5 + w1:
-        # The total is authoritative; keep the reported 1h share and attribute the rest to 5m.
-        w1 = min(w1, total)
-        w5 = total - w1
-    return w5, w1
-
-
 def _to_usage(u: _Usage) -> Usage:
-    w5, w1 = _split_writes(u.cache_creation_input_tokens, u.cache_creation)
+    cc = u.cache_creation
+    w5, w1 = split_cache_writes(
+        u.cache_creation_input_tokens,
+        cc.ephemeral_5m_input_tokens if cc is not None else None,
+        cc.ephemeral_1h_input_tokens if cc is not None else None,
+    )
     return Usage(
         TokenCounts(
             input=u.input_tokens or 0,

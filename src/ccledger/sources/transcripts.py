@@ -263,8 +263,9 @@ def scan_file(path: Path, prev: FileState | None) -> FileScan | None:
 
 
 CHUNK_BYTES = 4 * 1024 * 1024
-_validate_lines = msgspec.json.Decoder(_Any).decode_lines
+_validate_array = msgspec.json.Decoder(list[_Any]).decode
 _BYTE_POS = re.compile(r"\(byte (\d+)\)")
+
 
 
 @dataclass(slots=True)
@@ -317,30 +318,40 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
     scan.bytes_read = pos - start_pos
 
 
-def _first_error(seg: bytes) -> int | None:
-    """Offset of the first byte that makes ``seg`` (whole lines) invalid: None when every line is UTF-8
-    JSON object, -1 when invalid at a position the decoder does not report."""
+def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
+    """Offset of the first byte that makes ``seg`` (whole lines) invalid: None when every line is one
+    UTF-8 JSON object, -1 when invalid at a position the decoder does not say.
+
+    The lines are checked as the elements of one JSON array (newlines turned into commas, same length,
+    so offsets carry over): unlike JSON Lines, where a newline is mere whitespace, a comma ends each
+    element, so an unterminated line cannot run on into the next and two values on one line are an error.
+    """
     utf = None
-    if not seg.isascii():
+    if not utf8_known_good and not seg.isascii():
         try:
             seg.decode("utf-8")
         except UnicodeDecodeError as exc:
             utf = exc.start
-    try:
-        values = len(_validate_lines(seg))
-        js = None
-        lines = seg.count(b"\n") + (not seg.endswith(b"\n"))
-        # Newlines are whitespace to JSON, so two broken lines can pair up into one valid value: the
-        # number of values must equal the number of non-blank lines.
-        if values != lines and values != lines - seg.count(b"\n\n") - seg.startswith(b"\n") and (
-            values != sum(1 for x in seg.split(b"\n") if x.strip())
-        ):
+    body = seg[:-1] if seg.endswith(b"\n") else seg
+    js: int | None = None
+    if body.strip():
+        if not _may_have_blank_lines(body):
+            arr, where = b"[" + body.replace(b"\n", b",") + b"]", None
+        else:  # blank lines would read as empty elements: leave them out and map offsets back
+            starts, parts, pos = [], [], 0
+            for part in body.split(b"\n"):
+                if part.strip():
+                    starts.append(pos)
+                    parts.append(part)
+                pos += len(part) + 1
+            arr, where = b"[" + b",".join(parts) + b"]", (starts, parts)
+        try:
+            _validate_array(arr)
+        except msgspec.ValidationError:  # e.g. a line that is a number, not an object
             js = -1
-    except msgspec.ValidationError:  # e.g. a line that is a number, not an object
-        js = -1
-    except msgspec.DecodeError as exc:
-        m = _BYTE_POS.search(str(exc))
-        js = int(m.group(1)) if m else -1
+        except msgspec.DecodeError as exc:
+            m = _BYTE_POS.search(str(exc))
+            js = -1 if m is None else _seg_offset(int(m.group(1)), where, len(seg))
     if js == -1:
         return -1
     if utf is None or js is None:
@@ -348,23 +359,56 @@ def _first_error(seg: bytes) -> int | None:
     return min(utf, js)
 
 
+def _may_have_blank_lines(body: bytes) -> bool:
+    """True when a line may be empty or whitespace only (a few substring tests, no per-line work)."""
+    return (
+        b"\n\n" in body or b"\n " in body or b"\n\t" in body or b"\n\r" in body
+        or body[:1] in (b"\n", b" ", b"\t", b"\r") or body.endswith(b"\n")
+    )  # fmt: skip
+
+
+def _seg_offset(at: int, where: tuple[list[int], list[bytes]] | None, size: int) -> int:
+    """Map an offset in the array built by ``_first_error`` back to the lines it came from."""
+    if where is None:
+        return min(max(at - 1, 0), size - 1)
+    starts, parts = where
+    pos = 1  # past "["
+    for start, part in zip(starts, parts, strict=True):
+        if at <= pos + len(part):  # inside this element or at the comma after it
+            return min(start + max(at - pos, 0), start + len(part))
+        pos += len(part) + 1
+    return size - 1
+
+
 def _bad_spans(buf: bytes) -> list[tuple[int, int]]:
     """(start, end) of every invalid line in ``buf``; the common case, no bad line, costs one pass.
 
-    The decoder reports where parsing failed, but JSON treats newlines as whitespace, so an unterminated
-    line runs on into the next and the failure shows up there: a reported line that is fine on its own
-    sends the search to halving the range before it instead.
+    Where the decoder names a position, the line holding it is checked alone: bad, it is recorded, the
+    lines before it are checked again (an unclosed object swallows the comma after it and fails only in
+    the next line) and checking resumes after it; blank, it is skipped; fine alone, the range before it
+    is halved until the culprit is found.
     """
     bad: list[tuple[int, int]] = []
+    utf_ok = buf.isascii()
+    if not utf_ok:
+        try:
+            buf.decode("utf-8")
+            utf_ok = True
+        except UnicodeDecodeError:
+            pass
     stack: list[tuple[int, int, bool]] = [(0, len(buf), False)]
     while stack:
         a, b, halve = stack.pop()
         while a < b:
-            off = -1 if halve else _first_error(buf if (a, b) == (0, len(buf)) else buf[a:b])
-            if off is None:
-                break
-            if halve and _first_error(buf[a:b]) is None:
-                break
+            whole = buf if (a, b) == (0, len(buf)) else buf[a:b]
+            if halve:
+                if _first_error(whole, utf_ok) is None:
+                    break
+                off = -1
+            else:
+                off = _first_error(whole, utf_ok)
+                if off is None:
+                    break
             if off == -1:
                 mid = buf.rfind(b"\n", a, a + (b - a) // 2) + 1
                 if mid <= a:
@@ -379,9 +423,12 @@ def _bad_spans(buf: bytes) -> list[tuple[int, int]]:
             ls = max(a, buf.rfind(b"\n", a, at) + 1)
             le = buf.find(b"\n", at, b)
             le = b if le == -1 else le + 1
-            if _first_error(buf[ls:le]) is not None:
+            line = buf[ls:le]
+            if not line.strip():  # a blank line: allowed, and everything before it was fine
+                a = le
+            elif _first_error(line, utf_ok) is not None:
                 bad.append((ls, le))
-                if ls > a:  # an unterminated line before it may have run on into it: check those again
+                if ls > a:  # an unclosed object before it may have run on into it: check those again
                     stack.append((a, ls, False))
                 a = le
             else:
@@ -410,7 +457,7 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
             # Line numbers are only needed for lines reported bad, so they are counted only then.
             try:
                 why = _offer(_decode_assistant(buf[ls:le]), base + ls, scan)
-            except msgspec.ValidationError as exc:
+            except msgspec.DecodeError as exc:  # ValidationError included; validation should prevent it
                 why = f"unexpected shape ({exc})"
             if why is not None:
                 _bad(scan, where.path, line_no + count(b"\n", 0, ls) + 1, why)
@@ -420,7 +467,7 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
         ls = rfind(b"\n", 0, i) + 1
         le = find(b"\n", i)
         if ls not in bad_starts and find(_USAGE_MARK, ls, le) == -1:
-            with contextlib.suppress(msgspec.ValidationError):  # not the shape of an edit result
+            with contextlib.suppress(msgspec.DecodeError):  # not the shape of an edit result
                 _patch(_decode_patch_line(buf[ls:le]), where.parent_session, scan)
         i = find(_PATCH_MARK, le)
     return line_no + buf.count(b"\n")
@@ -451,7 +498,7 @@ def _handle_line(
                 _bad(scan, where.path, line_no, why)
         elif mm.find(_PATCH_MARK, start, stop) != -1:
             _patch(_decode_patch_line(line), where.parent_session, scan)
-    except msgspec.ValidationError as exc:
+    except msgspec.DecodeError as exc:
         _bad(scan, where.path, line_no, f"unexpected shape ({exc})")
 
 

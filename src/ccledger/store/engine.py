@@ -10,18 +10,10 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from ccledger.store.migrations import HEAD
+from ccledger.store.url import normalise_url
 
 _migrated: set[str] = set()
 _lock = threading.Lock()
-
-
-def normalise_url(url: str) -> str:
-    """Accept plain ``postgresql://`` URLs and file paths; use psycopg 3 as the PostgreSQL driver."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    if "://" not in url:
-        return f"sqlite:///{Path(url).expanduser()}"
-    return url
 
 
 def make_engine(url: str) -> Engine:

@@ -3,42 +3,33 @@
 Writes go through one bulk upsert keyed by ``dedupe_key``; when the same request arrives twice with
 different usage, the more complete copy wins (``completeness``), so re-reading a file or retrying a
 gateway write can never double-count and never keep a mid-stream snapshot over the final count.
+
+The methods a report or a refresh needs speak plain SQL over a DB-API connection (``sqlite3`` for the
+embedded default, psycopg from SQLAlchemy's pool for PostgreSQL): the same statements on both engines,
+and a warm ``ccledger daily`` never has to import SQLAlchemy (a quarter of its run time). SQLAlchemy
+owns the schema, the migrations and everything else (``Ledger.engine``, created on first use).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from sqlalchemy import Engine, and_, case, func, select, update
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING, Any
 
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import TokenCounts, UsageRecord
-from ccledger.store.engine import make_engine, migrate
-from ccledger.store.schema import (
-    ROLLUP_BUCKET_MS,
-    ROLLUP_DIMS,
-    code_changes,
-    source_files,
-    usage,
-    usage_rollup,
-)
+from ccledger.store.layout import ROLLUP_BUCKET_MS, ROLLUP_DIMS, SUM_COLS, USAGE_COLUMNS
 
-_SUM_COLS = ("input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read",
-             "web_search_requests", "cost_nanos")  # fmt: skip
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 _ALL_TIME_MS = 10**13  # a bucket wider than any timestamp: one bucket for everything
-
-# Column order of the bulk upsert; ``row_of`` produces tuples in exactly this order.
-_COLUMNS = (
-    "dedupe_key", "ts_ms", "source", "model", "model_key", "session_id", "project", "git_branch",
-    "client_version", "is_sidechain", "agent_id", "user_id", "group_id", "key_id", "workspace",
-    "request_id", "input_tokens", "output_tokens", "cache_write_5m", "cache_write_1h", "cache_read",
-    "web_search_requests", "service_tier", "inference_geo", "speed", "duration_ms", "cost_nanos",
-    "unknown_model", "long_context", "parent_agent_id", "extra", "completeness",
-)  # fmt: skip
+_COLUMNS = USAGE_COLUMNS
+_USAGE_FILTERS = frozenset(_COLUMNS)
 
 
 def to_ms(ts: datetime) -> int:
@@ -109,45 +100,137 @@ class RollupRow:
 
 
 class Ledger:
-    """One ledger per store URL. Thread-safe as SQLAlchemy engines are; share one per process."""
+    """One ledger per store URL; share one per process (safe across threads)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.dialect = engine.dialect.name
+    def __init__(self, url: str) -> None:
+        from ccledger.store.url import normalise_url
+
+        self.url = normalise_url(url)
+        self.dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
+        self._engine: Engine | None = None
+        self._sqlite: Any = None
+        self._lock = threading.RLock()
+        mark = "?" if self.dialect == "sqlite" else "%s"
+        self._mark = mark
         cols = ", ".join(f'"{c}"' for c in _COLUMNS)
-        mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-        marks = ", ".join([mark] * len(_COLUMNS))
         sets = ", ".join(f'"{c}" = excluded."{c}"' for c in _COLUMNS if c != "dedupe_key")
         # Same text on both engines: SQLite and PostgreSQL share ON CONFLICT ... DO UPDATE ... WHERE.
         self._upsert_sql = (
-            f"INSERT INTO usage ({cols}) VALUES ({marks}) ON CONFLICT (dedupe_key) DO UPDATE SET {sets} "
-            "WHERE excluded.completeness > usage.completeness"
+            f"INSERT INTO usage ({cols}) VALUES ({', '.join([mark] * len(_COLUMNS))}) "
+            f"ON CONFLICT (dedupe_key) DO UPDATE SET {sets} WHERE excluded.completeness > usage.completeness"
+        )
+        ccols = ("path", "identity", "head_hash", "size", "mtime_ns", "offset", "line_no", "bad_lines")
+        csets = ", ".join(f'"{c}" = excluded."{c}"' for c in ccols[1:])
+        self._cursor_sql = (
+            f"INSERT INTO source_files ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in ccols)}) "
+            f"VALUES ({', '.join([mark] * len(ccols))}) ON CONFLICT (path) DO UPDATE SET {csets}"
+        )
+        self._change_sql = (
+            "INSERT INTO code_changes (line_key, session_id, ts_ms, lines_added, lines_removed) "
+            f"VALUES ({', '.join([mark] * 5)}) ON CONFLICT (line_key) DO NOTHING"
         )
 
     @classmethod
     def open(cls, url: str) -> Ledger:
-        engine = make_engine(url)
-        migrate(engine)
-        return cls(engine)
+        ledger = cls(url)
+        ledger.migrate()
+        return ledger
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for migrations and the less frequent queries of other modules."""
+        if self._engine is None:
+            from ccledger.store.engine import make_engine
+
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; a look at ``alembic_version`` when already there."""
+        from ccledger.store.migrations import HEAD
+
+        if self.dialect == "sqlite":
+            try:
+                with self._tx() as cur:
+                    cur.execute("SELECT version_num FROM alembic_version")
+                    row = cur.fetchone()
+                if row is not None and row[0] == HEAD:
+                    return
+            except Exception:  # no table yet: a new ledger
+                pass
+        from ccledger.store.engine import migrate
+
+        migrate(self.engine)
 
     def close(self) -> None:
-        self.engine.dispose()
+        with self._lock:
+            if self._sqlite is not None:
+                self._sqlite.close()
+                self._sqlite = None
+        if self._engine is not None:
+            self._engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        """A DB-API cursor inside a transaction: committed on success, rolled back on error."""
+        if self.dialect == "sqlite":
+            with self._lock:
+                conn = self._sqlite_conn()
+                cur = conn.cursor()
+                cur.execute("BEGIN")
+                try:
+                    yield cur
+                except BaseException:
+                    conn.rollback()
+                    raise
+                else:
+                    conn.commit()
+                finally:
+                    cur.close()
+            return
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                yield cur
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                conn.commit()
+            finally:
+                cur.close()
+        finally:
+            conn.close()  # back to the pool
+
+    def _sqlite_conn(self) -> Any:
+        if self._sqlite is None:
+            import sqlite3
+            from pathlib import Path
+
+            path = self.url.split(":///", 1)[1] if ":///" in self.url else ":memory:"
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+            # WAL lets a report read while another ccledger process writes; the busy timeout makes two
+            # writers queue instead of failing.
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._sqlite = conn
+        return self._sqlite
 
     # -- writes ------------------------------------------------------------------------------------
 
-    def write(self, rows: Sequence[PricedRow], conn: Connection | None = None) -> None:
-        """Idempotent bulk upsert. Pass ``conn`` to make it part of a larger transaction."""
-        self.write_rows([row_of(r) for r in rows], conn)
+    def write(self, rows: Sequence[PricedRow]) -> None:
+        """Idempotent bulk upsert of priced records."""
+        self.write_rows([row_of(r) for r in rows])
 
-    def write_rows(self, params: Sequence[tuple[object, ...]], conn: Connection | None = None) -> None:
+    def write_rows(self, params: Sequence[tuple[object, ...]]) -> None:
         """``write`` for rows already made by ``row_of`` (e.g. in a worker process)."""
-        if not params:
-            return
-        if conn is not None:
-            conn.exec_driver_sql(self._upsert_sql, params)
-            return
-        with self.engine.begin() as c:
-            c.exec_driver_sql(self._upsert_sql, params)
+        if params:
+            with self._tx() as cur:
+                cur.executemany(self._upsert_sql, params)
 
     def ingest(
         self,
@@ -157,52 +240,36 @@ class Ledger:
     ) -> None:
         """Records, code changes and the file positions they came from, in one transaction: a crash
         leaves either all of it or none, so the next run re-reads exactly what was not stored."""
-        with self.engine.begin() as conn:
-            self.write_rows(rows, conn)
+        with self._tx() as cur:
+            if rows:
+                cur.executemany(self._upsert_sql, rows)
             if changes:
-                self._upsert_changes(conn, changes)
+                cur.executemany(
+                    self._change_sql,
+                    [(c.line_key, c.session_id, c.ts_ms, c.lines_added, c.lines_removed) for c in changes],
+                )
             if cursors:
-                self._save_cursors(conn, cursors)
-
-    def _upsert_changes(self, conn: Connection, changes: Sequence[CodeChange]) -> None:
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        sql = (
-            "INSERT INTO code_changes (line_key, session_id, ts_ms, lines_added, lines_removed) "
-            f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) ON CONFLICT (line_key) DO NOTHING"
-        )
-        conn.exec_driver_sql(
-            sql, [(c.line_key, c.session_id, c.ts_ms, c.lines_added, c.lines_removed) for c in changes]
-        )
-
-    def _save_cursors(self, conn: Connection, cursors: Sequence[FileCursor]) -> None:
-        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
-        cols = ("path", "identity", "head_hash", "size", "mtime_ns", "offset", "line_no", "bad_lines")
-        sets = ", ".join(f'"{c}" = excluded."{c}"' for c in cols[1:])
-        sql = (
-            f"INSERT INTO source_files ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in cols)}) "
-            f"VALUES ({', '.join([mark] * len(cols))}) ON CONFLICT (path) DO UPDATE SET {sets}"
-        )
-        conn.exec_driver_sql(
-            sql,
-            [(c.path, c.identity, c.head_hash, c.size, c.mtime_ns, c.offset, c.line_no, c.bad_lines)
-             for c in cursors],
-        )
+                cur.executemany(
+                    self._cursor_sql,
+                    [(c.path, c.identity, c.head_hash, c.size, c.mtime_ns, c.offset, c.line_no, c.bad_lines)
+                     for c in cursors],
+                )
 
     # -- reads -------------------------------------------------------------------------------------
 
+    def _all(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._tx() as cur:
+            cur.execute(sql, tuple(params))
+            return list(cur.fetchall())
+
     def cursors(self) -> dict[str, FileCursor]:
-        with self.engine.connect() as conn:
-            return {
-                row.path: FileCursor(
-                    row.path, row.identity, row.head_hash, row.size, row.mtime_ns, row.offset,
-                    row.line_no, row.bad_lines,
-                )
-                for row in conn.execute(select(source_files))
-            }
+        rows = self._all(
+            'SELECT path, identity, head_hash, size, mtime_ns, "offset", line_no, bad_lines FROM source_files'
+        )
+        return {r[0]: FileCursor(*r) for r in rows}
 
     def count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(usage)).scalar() or 0)
+        return int(self._all("SELECT COUNT(*) FROM usage")[0][0])
 
     def rollup(
         self,
@@ -235,129 +302,169 @@ class Ledger:
         until_ms: int | None,
         where: dict[str, str] | None,
     ) -> list[RollupRow]:
-        table = usage_rollup if from_cells else usage
-        c = table.c
-        ts_col = c.bucket_ms if from_cells else c.ts_ms
-        bucket = ts_col // bucket_ms  # floor division on both engines (``/`` is true division)
-        group_cols = [c[name] for name in by]
+        allowed = set(ROLLUP_DIMS) if from_cells else _USAGE_FILTERS
+        for col in (*by, *(where or {})):
+            if col not in allowed:
+                raise ValueError(f"cannot group or filter by {col!r}")
+        bucket_ms = int(bucket_ms)
         if from_cells:
-            sums = [func.sum(c.requests)] + [func.sum(c[k]) for k in _SUM_COLS] + [
-                func.sum(c.unknown_requests), func.min(c.first_ms), func.max(c.last_ms)]
+            table, ts = "usage_rollup", "bucket_ms"
+            n, unknown = "SUM(requests)", "SUM(unknown_requests)"
+            first, last = "MIN(first_ms)", "MAX(last_ms)"
         else:
-            sums = [func.count()] + [func.sum(c[k]) for k in _SUM_COLS] + [
-                func.sum(case((c.unknown_model, 1), else_=0)), func.min(c.ts_ms), func.max(c.ts_ms)]
-        stmt = select(bucket.label("bucket"), *group_cols, *sums)
-        conds = []
+            table, ts = "usage", "ts_ms"
+            n, first, last = "COUNT(*)", "MIN(ts_ms)", "MAX(ts_ms)"
+            unknown = "SUM(CASE WHEN unknown_model THEN 1 ELSE 0 END)"
+        dims = "".join(f", {c}" for c in by)
+        sums = ", ".join(f"SUM({c})" for c in SUM_COLS)
+        conds, params = [], []
         if since_ms is not None:
-            conds.append(ts_col >= since_ms)
+            conds.append(f"{ts} >= {self._mark}")
+            params.append(int(since_ms))
         if until_ms is not None:
-            conds.append(ts_col < until_ms)
+            conds.append(f"{ts} < {self._mark}")
+            params.append(int(until_ms))
         for col, value in (where or {}).items():
-            conds.append(c[col] == value)
-        if conds:
-            stmt = stmt.where(and_(*conds))
-        stmt = stmt.group_by(bucket, *group_cols)
+            conds.append(f"{col} = {self._mark}")
+            params.append(value)
+        where_sql = f" WHERE {' AND '.join(conds)}" if conds else ""
+        # The bucket is an integer literal (ours, never user input), so both engines divide integers.
+        bucket = f"{ts} / {bucket_ms}"
+        group = ", ".join(str(i) for i in range(1, 2 + len(by)))
+        sql = (f"SELECT {bucket}{dims}, {n}, {sums}, {unknown}, {first}, {last} FROM {table}"
+               f"{where_sql} GROUP BY {group}")  # fmt: skip
         out = []
         n_by = len(by)
-        with self.engine.connect() as conn:
-            for row in conn.execute(stmt):
-                s = row[1 + n_by :]
-                if not s[0]:
-                    continue  # a cell emptied by a replaced record
-                keys = tuple("" if v is None else str(v) for v in row[1 : 1 + n_by])
-                out.append(
-                    RollupRow(
-                        bucket_ms=int(row[0]) * bucket_ms,
-                        keys=keys,
-                        requests=int(s[0]),
-                        tokens=TokenCounts(int(s[1]), int(s[2]), int(s[3]), int(s[4]), int(s[5])),
-                        web_search_requests=int(s[6]),
-                        cost_nanos=int(s[7]),
-                        unknown_requests=int(s[8]),
-                        first_ms=int(s[9]),
-                        last_ms=int(s[10]),
-                    )
+        for row in self._all(sql, params):
+            s = row[1 + n_by :]
+            if not s[0]:
+                continue  # a cell emptied by a replaced record
+            out.append(
+                RollupRow(
+                    bucket_ms=int(row[0]) * bucket_ms,
+                    keys=tuple("" if v is None else str(v) for v in row[1 : 1 + n_by]),
+                    requests=int(s[0]),
+                    tokens=TokenCounts(int(s[1]), int(s[2]), int(s[3]), int(s[4]), int(s[5])),
+                    web_search_requests=int(s[6]),
+                    cost_nanos=int(s[7]),
+                    unknown_requests=int(s[8]),
+                    first_ms=int(s[9]),
+                    last_ms=int(s[10]),
                 )
+            )
         return out
 
     def code_changes_by_session(self, session_ids: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
-        stmt = select(
-            code_changes.c.session_id,
-            func.sum(code_changes.c.lines_added),
-            func.sum(code_changes.c.lines_removed),
-        ).group_by(code_changes.c.session_id)
+        sql = "SELECT session_id, SUM(lines_added), SUM(lines_removed) FROM code_changes"
+        params: list[object] = []
         if session_ids is not None:
-            stmt = stmt.where(code_changes.c.session_id.in_(list(session_ids)))
-        with self.engine.connect() as conn:
-            return {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(stmt)}
+            ids = list(session_ids)
+            if not ids:
+                return {}
+            sql += f" WHERE session_id IN ({', '.join([self._mark] * len(ids))})"
+            params = list(ids)
+        return {r[0]: (int(r[1]), int(r[2])) for r in self._all(sql + " GROUP BY session_id", params)}
+
+    def latest_session(self) -> str | None:
+        """The session with the most recent request (from the cells)."""
+        rows = self._all(
+            "SELECT session_id FROM usage_rollup WHERE session_id <> '' AND requests > 0 "
+            "ORDER BY last_ms DESC, session_id DESC LIMIT 1"
+        )
+        return rows[0][0] if rows else None
+
+    def sessions_with_prefix(self, prefix: str, limit: int = 6) -> list[str]:
+        """Session ids equal to or starting with ``prefix`` (LIKE wildcards in it are taken literally)."""
+        esc = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._all(
+            f"SELECT DISTINCT session_id FROM usage_rollup WHERE session_id LIKE {self._mark} ESCAPE '\\' "
+            f"AND requests > 0 ORDER BY session_id LIMIT {int(limit)}",
+            [esc + "%"],
+        )
+        return [r[0] for r in rows]
+
+    def session_duration_ms(self, session_id: str) -> int | None:
+        """Sum of request durations in a session, None when no source recorded any (transcripts do not)."""
+        rows = self._all(
+            f"SELECT SUM(duration_ms), COUNT(duration_ms) FROM usage WHERE session_id = {self._mark}",
+            [session_id],
+        )
+        total, known = rows[0]
+        return int(total) if known else None
 
     def unknown_models(self) -> list[str]:
-        stmt = select(usage.c.model).where(usage.c.unknown_model).distinct()
-        with self.engine.connect() as conn:
-            return [r[0] for r in conn.execute(stmt)]
+        """Models priced at the fallback rate (from the cells: no scan of every request)."""
+        return [r[0] for r in self._all("SELECT DISTINCT model FROM usage_rollup WHERE unknown_requests > 0")]
 
     def iter_records(self, **where: str) -> Iterator[dict[str, object]]:
-        stmt = select(usage)
-        for col, value in where.items():
-            stmt = stmt.where(usage.c[col] == value)
-        with self.engine.connect() as conn:
-            for row in conn.execute(stmt.order_by(usage.c.ts_ms)):
-                yield dict(row._mapping)
+        for col in where:
+            if col not in _USAGE_FILTERS:
+                raise ValueError(f"cannot filter by {col!r}")
+        conds = " AND ".join(f"{c} = {self._mark}" for c in where)
+        sql = "SELECT * FROM usage" + (f" WHERE {conds}" if conds else "") + " ORDER BY ts_ms, id"
+        with self._tx() as cur:
+            cur.execute(sql, tuple(where.values()))
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        for row in rows:
+            yield dict(zip(names, row, strict=True))
 
     def spend_since(self, column: str, since_ms: int) -> dict[str, int]:
         """Cost in nano-dollars per value of ``column`` (user_id, key_id) since a moment: seeds counters."""
-        col = usage.c[column]
-        stmt = (
-            select(col, func.sum(usage.c.cost_nanos))
-            .where(usage.c.ts_ms >= since_ms, col != "")
-            .group_by(col)
-        )
-        with self.engine.connect() as conn:
-            return {r[0]: int(r[1]) for r in conn.execute(stmt)}
+        if column not in ("user_id", "key_id", "group_id", "session_id"):
+            raise ValueError(f"cannot total by {column!r}")
+        sql = (f"SELECT {column}, SUM(cost_nanos) FROM usage WHERE ts_ms >= {self._mark} AND {column} <> '' "
+               f"GROUP BY {column}")  # fmt: skip
+        return {r[0]: int(r[1]) for r in self._all(sql, [int(since_ms)])}
+
+    def get_setting(self, key: str) -> Any | None:
+        rows = self._all(f"SELECT value FROM settings_kv WHERE key = {self._mark}", [key])
+        return json.loads(rows[0][0]) if rows else None
+
+    def set_setting(self, key: str, value: Any) -> None:
+        import time
+
+        m = self._mark
+        with self._tx() as cur:
+            cur.execute(
+                f"INSERT INTO settings_kv (key, value, updated_ms) VALUES ({m}, {m}, {m}) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+                (key, json.dumps(value, sort_keys=True), int(time.time() * 1000)),
+            )
 
     # -- maintenance -------------------------------------------------------------------------------
 
     def reprice(self, book: PriceBook, batch: int = 5000) -> tuple[int, int]:
         """Recompute every stored cost from raw token counts. Returns (rows seen, rows changed)."""
+        m = self._mark
         seen = changed = 0
-        cols = [
-            usage.c.id, usage.c.ts_ms, usage.c.model, usage.c.input_tokens, usage.c.output_tokens,
-            usage.c.cache_write_5m, usage.c.cache_write_1h, usage.c.cache_read,
-            usage.c.web_search_requests, usage.c.service_tier, usage.c.inference_geo, usage.c.speed,
-            usage.c.cost_nanos, usage.c.unknown_model, usage.c.model_key, usage.c.long_context,
-        ]  # fmt: skip
         last_id = 0
+        cols = ("id, ts_ms, model, input_tokens, output_tokens, cache_write_5m, cache_write_1h, cache_read, "
+                "web_search_requests, service_tier, inference_geo, speed, cost_nanos, unknown_model, "
+                "model_key, long_context")  # fmt: skip
         while True:
-            with self.engine.begin() as conn:
-                rows = conn.execute(
-                    select(*cols).where(usage.c.id > last_id).order_by(usage.c.id).limit(batch)
-                ).all()
+            with self._tx() as cur:
+                cur.execute(
+                    f"SELECT {cols} FROM usage WHERE id > {m} ORDER BY id LIMIT {int(batch)}", (last_id,)
+                )
+                rows = cur.fetchall()
                 if not rows:
                     break
                 updates = []
                 for r in rows:
                     seen += 1
                     q = book.quote(
-                        r.model, from_ms(r.ts_ms),
-                        TokenCounts(r.input_tokens, r.output_tokens, r.cache_write_5m, r.cache_write_1h,
-                                    r.cache_read),
-                        web_search_requests=r.web_search_requests, service_tier=r.service_tier,
-                        inference_geo=r.inference_geo, speed=r.speed,
+                        r[2], from_ms(r[1]), TokenCounts(r[3], r[4], r[5], r[6], r[7]),
+                        web_search_requests=r[8], service_tier=r[9], inference_geo=r[10], speed=r[11],
                     )  # fmt: skip
                     new = (q.cost_nanos, q.unknown, q.model_key, q.long_context)
-                    if new != (r.cost_nanos, bool(r.unknown_model), r.model_key, bool(r.long_context)):
-                        updates.append({"_id": r.id, "c": new[0], "u": new[1], "k": new[2], "l": new[3]})
-                last_id = rows[-1].id
+                    if new != (r[12], bool(r[13]), r[14], bool(r[15])):
+                        updates.append((*new, r[0]))
+                last_id = rows[-1][0]
                 if updates:
-                    from sqlalchemy import bindparam
-
-                    conn.execute(
-                        update(usage)
-                        .where(usage.c.id == bindparam("_id"))
-                        .values(
-                            cost_nanos=bindparam("c"), unknown_model=bindparam("u"),
-                            model_key=bindparam("k"), long_context=bindparam("l"),
-                        ),
+                    cur.executemany(
+                        f"UPDATE usage SET cost_nanos = {m}, unknown_model = {m}, model_key = {m}, "
+                        f"long_context = {m} WHERE id = {m}",
                         updates,
                     )
                     changed += len(updates)

@@ -20,6 +20,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from ccledger.store.layout import ROLLUP_BUCKET_MS, ROLLUP_DIMS  # noqa: F401 - re-exported
+
 metadata = MetaData()
 
 usage = Table(
@@ -64,8 +66,6 @@ Index("ix_usage_ts", usage.c.ts_ms)
 # Quarter-hour sums per (source, session, project, model, user), kept current by database triggers on
 # ``usage`` (migration 0002): reports read a few thousand cells instead of every request, and the sums stay
 # right whatever writes the ledger (transcripts, gateway, reprice), because the engine does the arithmetic.
-ROLLUP_BUCKET_MS = 900_000
-ROLLUP_DIMS = ("source", "session_id", "project", "model_key", "model", "user_id")
 usage_rollup = Table(
     "usage_rollup",
     metadata,
