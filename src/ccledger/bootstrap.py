@@ -31,9 +31,13 @@ class App:
             self._ledger = Ledger.open(self.settings.db)
         return self._ledger
 
+    def config_dirs(self) -> list[Path]:
+        """Claude config dirs: their ``projects`` folder is read."""
+        return claude_config_dirs()
+
     def transcript_roots(self) -> list[Path]:
-        """Claude config dirs (their ``projects`` folder is read) plus any ``--path`` given."""
-        return [*claude_config_dirs(), *self.settings.extra_paths]
+        """Where transcripts are looked for, for messages: config dirs plus any ``--path`` given."""
+        return [*(d / "projects" for d in claude_config_dirs()), *self.settings.extra_paths]
 
 
 def bootstrap(settings: Settings | None = None) -> App:

@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from ccledger.control.counters import AdmitMode
 from ccledger.control.estimate import (
+    UNBOUNDED_WEB_SEARCH_GUESS,
     ExpectedEstimator,
     RequestShape,
     StrictEstimator,
+    UnboundedRequest,
     make_estimator,
 )
 from ccledger.core.pricing import PriceBook
@@ -66,11 +68,46 @@ def test_strict_switches_to_long_context_tier_by_itself() -> None:
 
 
 def test_strict_applies_fast_mode_geo_and_web_search_like_settlement() -> None:
-    est = StrictEstimator(BOOK, overhead_tokens=0)
-    tokens = TokenCounts(cache_write_1h=5000, output=100)
+    est = StrictEstimator(BOOK, overhead_tokens=0, web_search_result_tokens=0)
+    # Three searches: up to four sampling rounds, each re-reading the body and the output so far.
+    tokens = TokenCounts(cache_write_1h=4 * (5000 + 100), output=100)
     got = est.estimate(shape(5000, 100, speed="fast", inference_geo="us", web_search_max_uses=3))
     want = BOOK.quote("m-lc", TS, tokens, speed="fast", inference_geo="us", web_search_requests=3)
     assert got.nanos == want.cost_nanos
+
+
+def test_strict_assumes_us_residency_when_the_body_names_no_geo() -> None:
+    """A workspace default the gateway cannot see may run the request in the US (x1.1 on a geo-premium
+    model): without ``inference_geo`` in the body the bound must include it."""
+    est = StrictEstimator(BOOK, overhead_tokens=0)
+    tokens = TokenCounts(cache_write_1h=5000, output=100)
+    us = BOOK.quote("m-lc", TS, tokens, inference_geo="us").cost_nanos
+    plain = BOOK.quote("m-lc", TS, tokens).cost_nanos
+    assert us > plain
+    assert est.estimate(shape(5000, 100)).nanos == us
+    assert est.estimate(shape(5000, 100, inference_geo="us")).nanos == us
+    assert est.estimate(shape(5000, 100, inference_geo="global")).nanos == plain  # the body says where
+
+
+def test_strict_web_search_bound_counts_fees_results_and_rounds() -> None:
+    r = 1000
+    est = StrictEstimator(BOOK, overhead_tokens=10, web_search_result_tokens=r)
+    got = est.estimate(shape(500, 100, inference_geo="global", web_search_max_uses=2))
+    prompt = 3 * (500 + 10 + 100) + r * (1 + 2)  # 3 rounds; round k reads the results of k searches
+    want = BOOK.quote("m-lc", TS, TokenCounts(cache_write_1h=prompt, output=100), web_search_requests=2)
+    assert got.nanos == want.cost_nanos
+    assert got.nanos - est.estimate(shape(500, 100, inference_geo="global")).nanos > 2 * 10_000_000  # > $0.02
+
+
+def test_strict_refuses_a_web_search_without_max_uses_expected_guesses() -> None:
+    strict = StrictEstimator(BOOK)
+    s = shape(500, 100, web_search_unbounded=True, user_id="ann", session_id="s1")
+    with pytest.raises(UnboundedRequest, match="max_uses"):
+        strict.estimate(s)
+    guess = ExpectedEstimator(strict).estimate(s)  # a guess by design: no refusal in expected mode
+    assert guess.basis == "strict" and guess.mode is AdmitMode.HEADROOM
+    bounded = strict.estimate(shape(500, 100, web_search_max_uses=UNBOUNDED_WEB_SEARCH_GUESS))
+    assert guess.nanos == bounded.nanos
 
 
 def test_strict_takes_the_dearest_prompt_kind_of_the_book() -> None:
@@ -95,14 +132,24 @@ def test_unknown_models_and_missing_max_tokens_are_not_free() -> None:
     out=st.integers(0, 64_000),
     slack=st.integers(0, 1000),
     fast=st.booleans(),
+    geo=st.sampled_from([None, "us", "global"]),
+    max_uses=st.integers(0, 8),
+    searched=st.integers(0, 8),
 )
 def test_strict_bounds_every_request_that_fits_the_body(
-    inp: int, cw5: int, cw1: int, cr: int, out: int, slack: int, fast: bool
-) -> None:
+    inp: int, cw5: int, cw1: int, cr: int, out: int, slack: int, fast: bool, geo: str | None,
+    max_uses: int, searched: int,
+) -> None:  # fmt: skip
     actual = TokenCounts(input=inp, cache_write_5m=cw5, cache_write_1h=cw1, cache_read=cr, output=out)
     speed = "fast" if fast else None
-    bound = StrictEstimator(BOOK).estimate(shape(actual.prompt + slack, out + slack, speed=speed))
-    assert bound.nanos >= BOOK.quote("m-lc", TS, actual, speed=speed).cost_nanos
+    searched = min(searched, max_uses)
+    # Settlement: where the request ran (a body without inference_geo may still run in the US) and
+    # as many searches as max_uses allows.
+    ran_in = geo or "us"
+    body = shape(actual.prompt + slack, out + slack, speed=speed, inference_geo=geo, web_search_max_uses=max_uses)
+    bound = StrictEstimator(BOOK).estimate(body)
+    settled = BOOK.quote("m-lc", TS, actual, speed=speed, inference_geo=ran_in, web_search_requests=searched)
+    assert bound.nanos >= settled.cost_nanos
 
 
 def test_expected_prefers_session_then_user_then_strict() -> None:

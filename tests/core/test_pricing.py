@@ -25,7 +25,7 @@ def usd(tokens: int, per_mtok: str) -> Decimal:
 @pytest.mark.parametrize("entry", list(BOOK.models.values()), ids=lambda e: e.key)
 def test_cache_multipliers_hold_for_every_model(entry):
     for period in entry.periods:
-        tiers = [period.base, period.long_context, period.fast]
+        tiers = [period.base, period.long_context, period.fast, period.fast_long_context]
         for r in filter(None, tiers):
             assert r.cache_write_1h == r.input * 2, entry.key
             if entry.exception:  # the source's own rounding, stated in the entry
@@ -154,3 +154,13 @@ def test_money_nanos_round_trip():
         assert from_nanos(to_nanos(d)) == d
     assert to_nanos(Decimal("0.0000000005")) == 0  # half-even
     assert to_nanos(Decimal("0.0000000015")) == 2
+
+
+def test_fast_mode_above_200k_uses_the_fast_long_context_rates():
+    """Opus 4.6 (Feb 2026): fast mode $30/$150 up to 200k input, $60/$225 above (P-2026-02)."""
+    feb = datetime(2026, 2, 10, tzinfo=UTC)
+    big = TokenCounts(input=300_000, output=10_000)
+    assert BOOK.quote("claude-opus-4-6", feb, big, speed="fast").cost == usd(300_000, "60") + usd(10_000, "225")
+    small = TokenCounts(input=100_000, output=10_000)
+    assert BOOK.quote("claude-opus-4-6", feb, small, speed="fast").cost == usd(100_000, "30") + usd(10_000, "150")
+    assert BOOK.quote("claude-opus-5", NOV, small, speed="fast").cost == usd(100_000, "10") + usd(10_000, "50")

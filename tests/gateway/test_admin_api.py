@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from ccledger.core.records import TokenCounts, UsageRecord
 from ccledger.gateway.admin import admin_routes
+from ccledger.gateway.config import AdminKey, AdminKeyring
 from ccledger.store.identity import IdentityStore
 from ccledger.store.ledger import Ledger, PricedRow
 
@@ -30,8 +31,11 @@ class Ctx:
     ledger: Ledger
     guard: Any = None
     settings: Any = None
-    admin_read_keys: list[dict[str, str]] = field(default_factory=lambda: [{"id": "viewer", "key": READ_KEY}])
-    admin_write_keys: list[dict[str, str]] = field(default_factory=lambda: [{"id": "ops", "key": WRITE_KEY}])
+    admin_keyring: AdminKeyring = field(
+        default_factory=lambda: AdminKeyring(
+            [AdminKey(id="viewer", key=READ_KEY)], [AdminKey(id="ops", key=WRITE_KEY)]
+        )
+    )
     changes: int = 0
 
     def clock(self) -> datetime:
@@ -102,28 +106,46 @@ def _post_with(client: TestClient, headers: dict[str, str]):
 
 
 def test_admin_keys_compared_in_constant_time(client: TestClient, monkeypatch) -> None:
-    from ccledger.gateway import admin
+    from ccledger.gateway import config
 
     calls = []
-    real = admin.hmac.compare_digest
+    real = config.hmac.compare_digest
 
     def spy(a, b):  # type: ignore[no-untyped-def]
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(admin.hmac, "compare_digest", spy)
+    monkeypatch.setattr(config.hmac, "compare_digest", spy)
+    assert client.get(BASE, headers=W).status_code == 200  # the first entry matches...
+    assert len(calls) == 2  # ...and every configured key is still checked: no early exit
+
+
+def test_admin_auth_uses_the_keyring_digests_only(ctx: Ctx, monkeypatch) -> None:
+    """The raw keys are hashed once, when the keyring is built; a request hashes only what it presents."""
+    from ccledger.gateway import config
+
+    client = TestClient(Starlette(routes=admin_routes(ctx)))
+    hashed: list[bytes] = []
+    real = config.hashlib.sha256
+
+    def spy(data=b""):  # type: ignore[no-untyped-def]
+        hashed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(config.hashlib, "sha256", spy)
     assert client.get(BASE, headers=R).status_code == 200
-    assert len(calls) == 2  # every configured key checked, no early exit
+    assert hashed == [READ_KEY.encode()]
+    assert all(READ_KEY not in repr(v) and WRITE_KEY not in repr(v) for v in vars(ctx.admin_keyring).values())
 
 
 def test_disabled_without_admin_keys(ctx: Ctx) -> None:
-    ctx.admin_read_keys, ctx.admin_write_keys = [], []
+    ctx.admin_keyring = AdminKeyring([], [])
     client = TestClient(Starlette(routes=admin_routes(ctx)))
     _assert_error(client.get(BASE, headers=W), 404, "not_found_error")
 
 
 def test_keys_as_objects(ctx: Ctx) -> None:
-    ctx.admin_write_keys = [SimpleNamespace(id="obj", key=WRITE_KEY)]
+    ctx.admin_keyring = AdminKeyring([], [SimpleNamespace(id="obj", key=WRITE_KEY)])
     client = TestClient(Starlette(routes=admin_routes(ctx)))
     assert _post(client, {"type": "organization"}, "5").status_code == 200
     assert ctx.identity.audit_page(1)[0][0]["actor"] == "admin-key:obj"

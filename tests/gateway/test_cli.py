@@ -69,3 +69,26 @@ def test_gateway_command_with_two_workers(tmp_path, fake_upstream, _sqlite_templ
     # Both workers flushed their writers on shutdown: nothing lost.
     assert ledger.count() == 6
     ledger.close()
+
+
+def test_root_db_option_is_the_gateway_store(tmp_path, monkeypatch):
+    """``ccledger --db URL gateway`` runs the gateway on URL, the store ``ccledger --db URL keys create``
+    wrote to; it reaches uvicorn's workers through the environment (which beats the TOML file)."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from ccledger.cli import main
+    from ccledger.gateway.config import CONFIG_ENV, STORE_URL_ENV, load_settings
+
+    for name in (CONFIG_ENV, STORE_URL_ENV, "CCLEDGER_DB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(main.state, "db", None)
+    ran: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: ran.append(kw))
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text('store_url = "sqlite:///from-file.db"\nupstream_api_key = "sk-test"\n')
+    url = f"sqlite:///{tmp_path / 'team.db'}"
+    result = CliRunner().invoke(main.app, ["--db", url, "gateway", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert len(ran) == 1
+    assert load_settings().store_url == url  # what each worker's app_factory will read

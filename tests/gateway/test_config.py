@@ -63,15 +63,60 @@ def test_admin_keyring_hashes_and_scopes():
     assert all("r" * 32 not in repr(v) for v in vars(ring).values())
 
 
-def test_the_example_config_in_the_readme_loads():
-    """README points teams at examples/gateway.toml: it must stay a valid configuration."""
+def test_the_example_config_in_the_readme_loads(monkeypatch):
+    """README points teams at examples/gateway.toml: it must stay a valid configuration, its admin key
+    coming from the environment rather than from a secret (or placeholder) committed in the file."""
     from pathlib import Path
 
     from ccledger.gateway.config import load_settings
 
+    monkeypatch.delenv("CCLEDGER_GATEWAY_CONFIG", raising=False)
+    monkeypatch.delenv("CCLEDGER_DB", raising=False)
     example = Path(__file__).resolve().parents[2] / "examples" / "gateway.toml"
+    assert "replace-me" not in example.read_text()
+    secret = "s" * 43
+    monkeypatch.setenv("CCLEDGER_ADMIN_KEY_OPS", secret)
     s = load_settings(example)
     assert s.port == 8787 and s.upstream_url == "https://api.anthropic.com"
     assert [m.id for m in s.models] == ["claude-sonnet-4-5", "claude-opus-4-8"]
     assert s.rate_limits.rpm_per_user == 5 and s.rate_limits.queue_ms == 2000
-    assert s.admin_write_keys[0].id == "ops"
+    assert s.admin_write_keys[0].id == "ops" and s.admin_write_keys[0].key == secret
+    assert secret not in repr(s)
+    # Without the variable the file does not load: no admin API on 0.0.0.0 with a missing key.
+    monkeypatch.delenv("CCLEDGER_ADMIN_KEY_OPS")
+    with pytest.raises(ValidationError, match="CCLEDGER_ADMIN_KEY_OPS"):
+        load_settings(example)
+
+
+def test_placeholder_admin_keys_are_refused(monkeypatch):
+    monkeypatch.delenv("CCLEDGER_GATEWAY_CONFIG", raising=False)
+    placeholder = "replace-me-with-a-long-random-secret-0000"  # what the example used to ship
+    with pytest.raises(ValidationError, match="placeholder"):
+        GatewaySettings(admin_write_keys=[{"id": "ops", "key": placeholder}])
+    with pytest.raises(ValidationError, match="placeholder"):
+        GatewaySettings(admin_read_keys=[{"id": "viewer", "key": "x" * 30 + "REPLACE-ME"}])
+    monkeypatch.setenv("OPS_KEY", placeholder)
+    with pytest.raises(ValidationError, match="placeholder"):
+        GatewaySettings(admin_write_keys=[{"id": "ops", "key_env": "OPS_KEY"}])
+    with pytest.raises(ValidationError, match="needs key or key_env"):
+        GatewaySettings(admin_write_keys=[{"id": "ops"}])
+    monkeypatch.setenv("OPS_KEY", "short")
+    with pytest.raises(ValidationError, match="at least 32"):
+        GatewaySettings(admin_write_keys=[{"id": "ops", "key_env": "OPS_KEY"}])
+
+
+def test_store_url_defaults_to_ccledger_db(tmp_path, monkeypatch):
+    """The gateway and ``CCLEDGER_DB=… ccledger keys create`` must meet in the same store."""
+    from ccledger.settings import default_db_url
+
+    monkeypatch.delenv("CCLEDGER_GATEWAY_CONFIG", raising=False)
+    monkeypatch.delenv("CCLEDGER_GATEWAY_STORE_URL", raising=False)
+    monkeypatch.delenv("CCLEDGER_DB", raising=False)
+    assert GatewaySettings().store_url == default_db_url()
+    monkeypatch.setenv("CCLEDGER_DB", "postgresql://team@db.internal/ccledger")
+    assert GatewaySettings().store_url == "postgresql://team@db.internal/ccledger"
+    path = tmp_path / "gw.toml"
+    path.write_text('store_url = "sqlite:///from-file.db"\n')
+    assert load_settings(path).store_url == "sqlite:///from-file.db"  # an explicit setting still wins
+    monkeypatch.setenv("CCLEDGER_GATEWAY_STORE_URL", "sqlite:///from-env.db")
+    assert load_settings(path).store_url == "sqlite:///from-env.db"

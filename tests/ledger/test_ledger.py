@@ -129,3 +129,16 @@ def test_rollup_cells_agree_with_raw_records_after_replacements_and_reprice(ledg
     ledger.reprice(PriceBook.load([f]))
     cells, raw = both(bucket_ms=900_000, by=["model"], since_ms=None, until_ms=None, where=None)
     assert cells == raw
+
+
+def test_replacement_keeps_attribution_the_other_source_knew_and_long_values_fit(ledger_url):
+    """The gateway knows the user, the transcript the project: whichever copy wins, neither is lost.
+    An over-long field (e.g. a version from a header) is cut, not a failed batch (PostgreSQL)."""
+    ledger = Ledger.open(ledger_url)
+    ledger.write([price_record(BOOK, rec("same", 10, project="/repo", git_branch="main",
+                                         client_version="2." + "9" * 200))])
+    ledger.write([price_record(BOOK, rec("same", 20, user_id="alice", key_id="key_1"))])
+    (row,) = list(ledger.iter_records())
+    assert (row["output_tokens"], row["project"], row["git_branch"], row["user_id"], row["key_id"]) == (
+        20, "/repo", "main", "alice", "key_1")
+    assert len(row["client_version"]) == 64

@@ -249,3 +249,23 @@ def test_broken_lines_that_pair_up_into_valid_json_are_still_bad(tmp_path):
     s = refresh(ledger, BOOK, [root])
     assert s.bad_lines == 3
     assert summary(ledger) == (2, 105)
+
+
+def test_config_dir_files_are_not_transcripts_but_a_path_folder_is(tmp_path):
+    """~/.claude/history.jsonl (prompt history) must not be read; a --path folder of .jsonl files is."""
+    root, proj, ledger = setup(tmp_path)
+    (root / "history.jsonl").write_text('{"display":"hi"}\nnot json\n')
+    loose = tmp_path / "exported"
+    loose.mkdir()
+    (loose / "s9.jsonl").write_text(line("m9", 1) + "\n")
+    (proj / "s1.jsonl").write_text(line("m1") + "\n")
+    s = refresh(ledger, BOOK, [root], extra_paths=[loose])
+    assert (s.bad_lines, summary(ledger)) == (0, (2, 101))
+
+
+def test_json_written_with_spaces_is_read_too(tmp_path):
+    root, proj, ledger = setup(tmp_path)
+    spaced = json.dumps(json.loads(line("m2", 7)))  # default separators: ", " and ": "
+    (proj / "s1.jsonl").write_text(line("m1") + "\n" + spaced + "\n")
+    assert refresh(ledger, BOOK, [root]).bad_lines == 0
+    assert summary(ledger) == (2, 107)

@@ -18,12 +18,17 @@ def gateway(
     """Run the gateway: point Claude Code at it with ANTHROPIC_BASE_URL and a per-developer key."""
     import uvicorn
 
-    from ccledger.gateway.config import CONFIG_ENV, load_settings
+    from ccledger.cli.main import state
+    from ccledger.gateway.config import CONFIG_ENV, STORE_URL_ENV, load_settings
 
     if config is not None:
         if not config.is_file():
             raise typer.BadParameter(f"no such file: {config}", param_hint="--config")
         os.environ[CONFIG_ENV] = str(config.resolve())
+    if state.db:
+        # ``ccledger --db URL gateway``: the root option names the store, as for every other command. Set
+        # in the environment (which beats the TOML file) so uvicorn's worker processes see it too.
+        os.environ[STORE_URL_ENV] = state.db
     # Validate once here so a bad file fails before any worker starts.
     settings = load_settings()
     if settings.upstream_credential() is None:

@@ -95,7 +95,8 @@ def refresh_ledger(app_: App) -> RefreshStats | None:
         return hook
 
     try:
-        stats = refresh(app_.ledger, app_.book, app_.transcript_roots(), progress=progress)
+        stats = refresh(app_.ledger, app_.book, app_.config_dirs(), extra_paths=app_.settings.extra_paths,
+                        progress=progress)
     finally:
         if "p" in bar:
             bar["p"].stop()  # type: ignore[attr-defined]

@@ -27,14 +27,31 @@ STRICT = "strict"
 EXPECTED = "expected"
 ESTIMATORS = (STRICT, EXPECTED)
 
+#: The strict bound's geo when the request names none: the workspace default may be ``us`` (x1.1 on every
+#: token of a ``geo_premium`` model), and the gateway cannot see that default, so it assumes the dearer one.
+ASSUMED_GEO = "us"
+#: Prompt tokens one web search's results may add. The API documents no maximum; results are typically a
+#: few thousand to tens of thousands of tokens, so this is an allowance with a margin, not a proven bound.
+WEB_SEARCH_RESULT_TOKENS = 25_000
+#: Searches the *expected* estimator's strict fallback assumes for a web_search tool without ``max_uses``
+#: (the strict estimator itself refuses such a request: see ``UnboundedRequest``).
+UNBOUNDED_WEB_SEARCH_GUESS = 10
+
+
+class UnboundedRequest(ValueError):
+    """The strict estimator cannot bound the request's cost; the message says what the client must add."""
+
 
 @dataclass(frozen=True, slots=True)
 class RequestShape:
     """What the gateway knows about a request before sending it upstream.
 
     ``body_bytes`` is the size of the JSON body as received; ``max_tokens`` as the client asked (the API
-    requires it; when absent the estimator assumes its ``default_max_tokens``). ``session_id`` is Claude
-    Code's session id when the gateway can see one (``metadata.user_id`` or a header).
+    requires it; when absent the estimator assumes its ``default_max_tokens``). ``inference_geo`` is the
+    body's own field (None: not given). ``web_search_max_uses`` sums ``max_uses`` over the body's web
+    search tools; ``web_search_unbounded`` says one of them has no ``max_uses``. ``session_id`` is Claude
+    Code's session id when the gateway can see one (``metadata.user_id`` or a header). ``service_tier``
+    is informational: the strict bound never applies a tier discount.
     """
 
     model: str
@@ -45,6 +62,7 @@ class RequestShape:
     inference_geo: str | None = None
     service_tier: str | None = None
     web_search_max_uses: int = 0
+    web_search_unbounded: bool = False
     user_id: str = ""
     session_id: str = ""
 
@@ -81,35 +99,70 @@ class StrictEstimator:
     can exceed their base64 size (rare: an image's tokens are far fewer than its bytes); thinking tokens
     are inside ``max_tokens``. Using the same ``prompt`` total for the tier test as settlement does means
     a request that settles in the long-context tier is always estimated in it too.
+
+    Modifiers, each taken at its dearest where the body does not settle it:
+
+    * ``inference_geo``: the body's value when given, else ``ASSUMED_GEO`` (``us``, x1.1 for models with
+      ``geo_premium``), because a workspace default the gateway cannot see may put the request there.
+    * ``speed``: the body's value (fast mode must be asked for in the body).
+    * ``service_tier``: ignored. The book's only tier price is the batch discount, which a Messages call
+      never gets, so no discount is ever applied to the bound.
+    * Web search, with ``n`` = the sum of the web search tools' ``max_uses``: ``n`` x $0.01, and the
+      prompt grows because the API runs the searches in a server-side loop: up to ``n + 1`` sampling
+      rounds each re-read the body, the output so far (at most ``max_tokens``) and the results of the
+      searches made so far (``web_search_result_tokens`` each, an allowance: the API documents no
+      maximum). So the prompt bound is ``(n+1)(body+overhead+max_tokens) + R*n(n+1)/2``; it is large,
+      which is the price of a hard cap on a request whose size the body does not fix.
+    * A web search tool without ``max_uses`` has no bound at all: ``estimate`` raises
+      ``UnboundedRequest`` (the gateway answers 400 asking for ``max_uses``; Claude Code's WebSearch
+      tool sends ``max_uses``). ``bound_nanos`` alone assumes ``UNBOUNDED_WEB_SEARCH_GUESS`` searches,
+      for the expected estimator's fallback, which is a guess by design.
     """
 
-    def __init__(self, book: PriceBook, *, overhead_tokens: int = 1024, default_max_tokens: int = 128_000):
-        if overhead_tokens < 0 or default_max_tokens <= 0:
-            raise ValueError("overhead_tokens must be >= 0 and default_max_tokens > 0")
+    def __init__(
+        self, book: PriceBook, *, overhead_tokens: int = 1024, default_max_tokens: int = 128_000,
+        web_search_result_tokens: int = WEB_SEARCH_RESULT_TOKENS,
+    ):  # fmt: skip
+        if overhead_tokens < 0 or default_max_tokens <= 0 or web_search_result_tokens < 0:
+            raise ValueError(
+                "overhead_tokens and web_search_result_tokens must be >= 0, default_max_tokens > 0"
+            )
         self.book = book
         self.overhead_tokens = overhead_tokens
         self.default_max_tokens = default_max_tokens
+        self.web_search_result_tokens = web_search_result_tokens
 
     def bound_nanos(self, shape: RequestShape) -> tuple[int, bool]:
         """The worst-case cost and whether it was priced in the long-context tier."""
+        output = max(0, shape.max_tokens if shape.max_tokens is not None else self.default_max_tokens)
+        searches = max(0, shape.web_search_max_uses)
+        if shape.web_search_unbounded:
+            searches += UNBOUNDED_WEB_SEARCH_GUESS
         prompt = max(0, shape.body_bytes) + self.overhead_tokens
-        output = shape.max_tokens if shape.max_tokens is not None else self.default_max_tokens
+        if searches:
+            rounds = searches + 1
+            prompt = rounds * (prompt + output) + self.web_search_result_tokens * searches * rounds // 2
+        geo = shape.inference_geo or ASSUMED_GEO
         best = (0, False)
         for kind in _PROMPT_KINDS:
-            tokens = TokenCounts(output=max(0, output), **{kind: prompt})
+            tokens = TokenCounts(output=output, **{kind: prompt})
             quote = self.book.quote(
                 shape.model,
                 shape.ts,
                 tokens,
-                web_search_requests=max(0, shape.web_search_max_uses),
-                service_tier=shape.service_tier,
-                inference_geo=shape.inference_geo,
+                web_search_requests=searches,
+                inference_geo=geo,
                 speed=shape.speed,
             )
             best = max(best, (quote.cost_nanos, quote.long_context))
         return best
 
     def estimate(self, shape: RequestShape) -> Estimate:
+        if shape.web_search_unbounded:
+            raise UnboundedRequest(
+                "this gateway enforces strict spend limits, which need a bound on every request's cost: "
+                "give the web_search tool a max_uses"
+            )
         nanos, long_context = self.bound_nanos(shape)
         return Estimate(nanos, AdmitMode.FIT, STRICT, long_context)
 

@@ -80,6 +80,7 @@ class PricePeriod:
     long_context: Rates | None = None
     long_context_threshold: int = 200_000
     fast: Rates | None = None
+    fast_long_context: Rates | None = None
 
     def covers(self, ts: datetime) -> bool:
         return (self.start is None or ts >= self.start) and (self.end is None or ts < self.end)
@@ -188,6 +189,9 @@ def _parse_model(data: Mapping[str, Any]) -> ModelEntry:
                 long_context=Rates.from_mapping(lc, where + ".long_context") if lc else None,
                 long_context_threshold=int(lc.get("threshold", 200_000)) if lc else 200_000,
                 fast=Rates.from_mapping(p["fast"], where + ".fast") if p.get("fast") else None,
+                fast_long_context=Rates.from_mapping(p["fast_long_context"], where + ".fast_long_context")
+                if p.get("fast_long_context")
+                else None,
             )
         )
     periods.sort(key=lambda p: p.start or datetime.min.replace(tzinfo=UTC))
@@ -335,10 +339,13 @@ class PriceBook:
             period = entry.period_at(ts)
             chosen = period.base
             tag = "base"
-            if speed == "fast" and period.fast is not None:
-                chosen, tag = period.fast, "fast"
-            elif period.long_context is not None and tokens.prompt > period.long_context_threshold:
+            # The tier follows the prompt size first; fast mode then picks that tier's fast rates.
+            if period.long_context is not None and tokens.prompt > period.long_context_threshold:
                 chosen, tag, long_context = period.long_context, "lc", True
+                if speed == "fast" and period.fast_long_context is not None:
+                    chosen, tag = period.fast_long_context, "fast-lc"
+            elif speed == "fast" and period.fast is not None:
+                chosen, tag = period.fast, "fast"
             rates = self._pico_for((entry.key, period.start, tag), chosen)
             geo = entry.geo_premium and (inference_geo or "").lower() == "us"
         token_pico = (

@@ -9,8 +9,9 @@ Why it is built this way:
 
 * Store calls are synchronous SQLAlchemy; they run in Starlette's thread pool so an admin request never
   stalls the event loop that relays everyone's streams.
-* Admin keys are compared as SHA-256 digests with ``hmac.compare_digest`` against *every* configured
-  entry (no early exit), so neither timing nor the number of configured keys leaks which bytes matched.
+* Admin keys are checked by the gateway's ``AdminKeyring`` (``ctx.admin_keyring``): SHA-256 digests made
+  once at start-up, compared with ``hmac.compare_digest`` against *every* entry (no early exit), so
+  neither timing nor the number of configured keys leaks which bytes matched.
 * Every response, success or error, carries a ``request-id`` header; errors use Anthropic's envelope so
   SDKs and scripts parse them as they parse Anthropic's own.
 * After a mutation the gateway's caches are told at once (``ctx.on_limits_changed``); other workers
@@ -22,11 +23,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -116,30 +116,18 @@ def _error(status: int, err_type: str, message: str, request_id: str) -> JSONRes
 # -- auth --------------------------------------------------------------------------------------------
 
 
-def _entries(keys: Iterable[Any] | None) -> list[tuple[str, bytes]]:
-    """(id, sha256(key)) for config entries given as mappings or objects with ``id``/``key``."""
-    out = []
-    for k in keys or ():
-        kid, key = (k["id"], k["key"]) if isinstance(k, Mapping) else (k.id, k.key)
-        if key:
-            out.append((str(kid), hashlib.sha256(str(key).encode()).digest()))
-    return out
-
-
 def authorise(ctx: Any, presented: str | None, *, write: bool) -> str:
-    """The audit actor (``admin-key:<id>``) for a presented admin key, or an ``ApiError``."""
-    write_keys = _entries(getattr(ctx, "admin_write_keys", None))
-    read_keys = _entries(getattr(ctx, "admin_read_keys", None))
-    if not write_keys and not read_keys:
+    """The audit actor (``admin-key:<id>``) for a presented admin key, or an ``ApiError``.
+
+    ``ctx.admin_keyring`` (``config.AdminKeyring``, built once at start-up) holds only digests and
+    compares in constant time; nothing is hashed or copied per request beyond the presented key.
+    """
+    ring = ctx.admin_keyring
+    if not ring.enabled:
         raise ApiError(404, "not_found_error", "the admin API is not enabled: configure admin_write_keys")
     if not presented:
         raise ApiError(401, "authentication_error", "missing x-api-key header (an admin key)")
-    digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
-    found: tuple[str, bool] | None = None
-    # Check every entry, no early exit: the time taken does not depend on which entry matched.
-    for kid, want, can_write in [(i, d, True) for i, d in write_keys] + [(i, d, False) for i, d in read_keys]:
-        if hmac.compare_digest(digest, want) and found is None:
-            found = (kid, can_write)
+    found = ring.identify(presented)
     if found is None:
         raise ApiError(401, "authentication_error", "invalid admin API key")
     kid, can_write = found
@@ -525,8 +513,8 @@ def _endpoint(
 def admin_routes(ctx: Any) -> list[Route]:
     """The admin API's routes, bound to the gateway context ``ctx``.
 
-    ``ctx`` provides ``identity``, ``ledger``, ``guard`` (or None), ``clock``, ``admin_read_keys``,
-    ``admin_write_keys`` and optionally ``on_limits_changed``. Fixed sub-paths come before ``{limit_id}``.
+    ``ctx`` provides ``identity``, ``ledger``, ``guard`` (or None), ``clock``, ``admin_keyring`` and
+    optionally ``on_limits_changed``. Fixed sub-paths come before ``{limit_id}``.
     """
     # Every path accepts every common method so a wrong one still gets the JSON envelope (405).
     m = _ALL_METHODS

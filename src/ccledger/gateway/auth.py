@@ -51,7 +51,8 @@ class KeyCache:
         try:
             now = self.clock()
             principal = await asyncio.to_thread(self.identity.authenticate, raw_key, now)
-            expires_s = await asyncio.to_thread(self._expiry, principal) if principal else None
+            ms = principal.key_expires_ms if principal is not None else None
+            expires_s = None if ms is None else ms / 1000
             if len(self._entries) >= _MAX_ENTRIES:
                 self._entries.clear()
             self._entries[digest] = (principal, mono + self.ttl, expires_s)
@@ -63,10 +64,3 @@ class KeyCache:
             raise
         finally:
             del self._inflight[digest]
-
-    def _expiry(self, principal: Principal) -> float | None:
-        for k in self.identity.list_keys(principal.user_id):
-            if k.get("id") == principal.key_id:
-                ms = k.get("expires_ms")
-                return None if ms is None else ms / 1000
-        return None

@@ -2,7 +2,12 @@
 
 Precedence (highest first): explicit init values (CLI flags), environment, the TOML file, defaults. The
 upstream credential may be given directly or as the *name* of an environment variable holding it, so the
-TOML file can be committed without a secret in it. Admin keys are hashed as soon as they are loaded.
+TOML file can be committed without a secret in it; admin keys likewise (``key_env``). Admin keys are
+hashed as soon as the gateway starts (``AdminKeyring``), and the example file's placeholder is refused.
+
+``store_url`` defaults to ``$CCLEDGER_DB`` (the variable every other ``ccledger`` command reads), then to
+the local SQLite ledger, so a gateway started in the same environment as ``ccledger keys create`` uses
+the same store; ``ccledger --db URL gateway`` passes the root option as ``store_url``.
 """
 
 from __future__ import annotations
@@ -11,15 +16,24 @@ import hashlib
 import hmac
 import os
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ccledger.settings import default_data_dir, default_db_url
 
 CONFIG_ENV = "CCLEDGER_GATEWAY_CONFIG"
+STORE_URL_ENV = "CCLEDGER_GATEWAY_STORE_URL"
+ADMIN_KEY_MIN_LENGTH = 32
+_PLACEHOLDER = "replace-me"
+
+
+def default_store_url() -> str:
+    """``$CCLEDGER_DB`` when set (the CLI's store), else the local SQLite ledger."""
+    return os.environ.get("CCLEDGER_DB") or default_db_url()
 
 
 class ModelEntry(BaseModel):
@@ -33,8 +47,31 @@ class ModelEntry(BaseModel):
 
 
 class AdminKey(BaseModel):
+    """An admin API credential: ``key`` itself, or ``key_env`` naming the environment variable holding it
+    (so a committed TOML file carries no secret). At least 32 characters, and never the example's
+    ``replace-me`` placeholder: a gateway listening on 0.0.0.0 with a published key is an open admin API.
+    """
+
     id: str
-    key: str = Field(min_length=32)
+    key: str | None = Field(default=None, repr=False)
+    key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve(self) -> AdminKey:
+        if not self.key and self.key_env:
+            self.key = os.environ.get(self.key_env) or None
+            if self.key is None:
+                raise ValueError(f"admin key {self.id!r}: environment variable {self.key_env} is not set")
+        if not self.key:
+            raise ValueError(f"admin key {self.id!r} needs key or key_env")
+        if len(self.key) < ADMIN_KEY_MIN_LENGTH:
+            raise ValueError(f"admin key {self.id!r} must be at least {ADMIN_KEY_MIN_LENGTH} characters")
+        if _PLACEHOLDER in self.key.lower():
+            raise ValueError(
+                f"admin key {self.id!r} is still the example placeholder ({_PLACEHOLDER}…); generate a "
+                "secret, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return self
 
 
 class RateLimitConfig(BaseModel):
@@ -67,7 +104,7 @@ class GatewaySettings(BaseSettings):
     port: int = 8787
     workers: int = 1
 
-    store_url: str = Field(default_factory=default_db_url)
+    store_url: str = Field(default_factory=default_store_url)
     price_files: list[Path] = Field(default_factory=list)
     fallback_input: str | None = None
     fallback_output: str | None = None
@@ -154,20 +191,40 @@ def load_settings(config: Path | None = None, **overrides: Any) -> GatewaySettin
 
 
 class AdminKeyring:
-    """Admin keys held only as sha256 digests; checked in constant time against every entry."""
+    """Admin keys held only as SHA-256 digests, built once at start-up.
 
-    def __init__(self, read: list[AdminKey], write: list[AdminKey]) -> None:
-        self._read = [(k.id, hashlib.sha256(k.key.encode()).digest()) for k in read]
-        self._write = [(k.id, hashlib.sha256(k.key.encode()).digest()) for k in write]
+    ``identify`` compares the presented key's digest with *every* entry using ``hmac.compare_digest``
+    (no early exit), so neither timing nor the number of configured keys leaks which entry matched.
+    Entries are anything with ``id`` and ``key`` attributes (``AdminKey`` in practice).
+    """
 
-    def check(self, presented: str | None, *, write: bool) -> str | None:
-        """The admin key id for ``presented`` (write keys also grant read), else None."""
+    def __init__(self, read: Iterable[Any], write: Iterable[Any]) -> None:
+        self._entries = [(str(k.id), _digest(k.key), True) for k in write if k.key]
+        self._entries += [(str(k.id), _digest(k.key), False) for k in read if k.key]
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any admin key is configured (the admin API answers 404 otherwise)."""
+        return bool(self._entries)
+
+    def identify(self, presented: str | None) -> tuple[str, bool] | None:
+        """(key id, may write) for ``presented``, else None."""
         if not presented:
             return None
-        digest = hashlib.sha256(presented.encode()).digest()
+        digest = _digest(presented)
         found = None
-        pool = self._write if write else self._write + self._read
-        for key_id, want in pool:
+        for key_id, want, can_write in self._entries:
             if hmac.compare_digest(digest, want) and found is None:
-                found = key_id
+                found = (key_id, can_write)
         return found
+
+    def check(self, presented: str | None, *, write: bool) -> str | None:
+        """The admin key id for ``presented`` if it grants the access asked for (write keys also read)."""
+        found = self.identify(presented)
+        if found is None or (write and not found[1]):
+            return None
+        return found[0]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()

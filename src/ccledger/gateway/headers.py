@@ -27,16 +27,21 @@ _UPSTREAM_RL_PREFIX = b"anthropic-ratelimit-"
 
 
 def client_key(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The gateway credential: ``x-api-key`` or ``Authorization: Bearer`` (apiKeyHelper sends both)."""
-    bearer = None
+    """The gateway credential: ``x-api-key`` or ``Authorization: Bearer`` (apiKeyHelper sends both).
+
+    The first non-empty one wins, ``x-api-key`` before the bearer token: an empty ``x-api-key`` next to
+    a valid bearer token (a client that always sends the header) must not hide the token.
+    """
+    api_key = bearer = None
     for k, v in headers:
         if k == b"x-api-key":
-            return v.decode("latin-1").strip() or None
-        if k == b"authorization":
+            if api_key is None:
+                api_key = v.decode("latin-1").strip() or None
+        elif k == b"authorization" and bearer is None:
             val = v.decode("latin-1").strip()
             if val[:7].lower() == "bearer ":
                 bearer = val[7:].strip() or None
-    return bearer
+    return api_key or bearer
 
 
 def upstream_request_headers(
@@ -65,17 +70,19 @@ def downstream_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
     return [(k, v) for k, v in raw if k not in _RESP_DROP and not k.startswith(_UPSTREAM_RL_PREFIX)]
 
 
-_UA = re.compile(r"claude-cli/([0-9][\w.+-]*)")
+MAX_CLIENT_VERSION = 64  # the ledger column is String(64)
+_UA = re.compile(r"claude-cli/([0-9][\w.+-]{0,63})")  # at most MAX_CLIENT_VERSION characters
 
 
 def client_version(user_agent: str) -> str:
-    """``claude-cli/2.1.239 (external, cli)`` -> ``2.1.239``; other clients -> their first product token."""
+    """``claude-cli/2.1.239 (external, cli)`` -> ``2.1.239``; other clients -> their first product token.
+    Either is clamped to ``MAX_CLIENT_VERSION`` characters."""
     if not user_agent:
         return ""
     m = _UA.search(user_agent)
     if m:
-        return m.group(1)
-    return user_agent.split(" ", 1)[0][:64]
+        return m.group(1)[:MAX_CLIENT_VERSION]
+    return user_agent.split(" ", 1)[0][:MAX_CLIENT_VERSION]
 
 
 def rfc3339(ts: datetime) -> str:

@@ -18,12 +18,13 @@ from datetime import datetime
 from typing import Any
 
 from ccledger.control.counters.base import Counters
-from ccledger.control.estimate import RequestShape, make_estimator
+from ccledger.control.estimate import RequestShape, UnboundedRequest, make_estimator
 from ccledger.control.spend import Principal as CapPrincipal
 from ccledger.control.spend import SpendGuard
 from ccledger.core.periods import PERIODS, utc_period, utc_period_key
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import TokenCounts
+from ccledger.gateway.body import BodyHead
 from ccledger.gateway.headers import retry_after_seconds
 from ccledger.gateway.ratelimits import RateLimiter, RateTicket
 from ccledger.store.identity import Principal
@@ -37,7 +38,7 @@ class Rejection:
     status: int
     err_type: str
     message: str
-    limit: str  # metrics label: spend | spend_unavailable | rpm | tpm
+    limit: str  # metrics label: spend | spend_unavailable | unbounded | rpm | tpm
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
@@ -72,7 +73,13 @@ class Ticket:
     def response_headers(self) -> list[tuple[bytes, bytes]]:
         return self._headers
 
-    async def settle(self, cost_nanos: int, tokens: TokenCounts) -> None:
+    async def settle(self, cost_nanos: int, tokens: TokenCounts, *, completed: bool) -> None:
+        """Settle the reservation to the actual cost and debit the rate-limit tokens.
+
+        ``completed`` is False for a request that did not finish normally (a client abort billed from
+        the usage so far or the relayed-output floor): its cost still counts against the caps, but it is
+        not fed to the estimator, whose next guess it would make low (``ExpectedEstimator``).
+        """
         if self._done:
             return
         self._done = True
@@ -83,7 +90,8 @@ class Ticket:
             )
         except Exception as exc:  # the ledger row is the durable record; counters catch up at restart
             log.warning("spend settle failed: %s", type(exc).__name__)
-        lim.estimator.observe(self.user_id, self.session_id, cost_nanos)
+        if completed:
+            lim.estimator.observe(self.user_id, self.session_id, cost_nanos)
         if self.rate is not None:
             await lim.rate.settle(self.rate, tokens, lim.clock())
 
@@ -170,10 +178,19 @@ class Limits:
                     await self.counters.seed(prefix + ident, key, nanos)
 
     async def admit(
-        self, principal: Principal, model: str | None, max_tokens: int | None, speed: str | None,
-        body_len: int, session_id: str, request_id: str,
-    ) -> Ticket | Rejection:  # fmt: skip
+        self, principal: Principal, head: BodyHead, body_len: int, session_id: str, request_id: str
+    ) -> Ticket | Rejection:
         now = self.clock()
+        searches, unbounded = head.web_search()
+        shape = RequestShape(
+            model=head.model or "unknown", ts=now, body_bytes=body_len, max_tokens=head.max_tokens,
+            speed=head.speed, inference_geo=head.inference_geo, web_search_max_uses=searches,
+            web_search_unbounded=unbounded, user_id=principal.user_id, session_id=session_id,
+        )  # fmt: skip
+        try:
+            est = self.estimator.estimate(shape)
+        except UnboundedRequest as exc:  # strict mode and a cost nothing in the body bounds
+            return Rejection(400, "invalid_request_error", str(exc), "unbounded")
         # Rate limits first: they are cheap and refusing there holds no spend reservation.
         rate_ticket = None
         rate_headers: list[tuple[bytes, bytes]] = []
@@ -184,11 +201,6 @@ class Limits:
             rate_ticket = verdict
             rate_headers = verdict.headers
         cap_p = CapPrincipal(principal.user_id, principal.group_ids, principal.key_id)
-        shape = RequestShape(
-            model=model or "unknown", ts=now, body_bytes=body_len, max_tokens=max_tokens, speed=speed,
-            user_id=principal.user_id, session_id=session_id,
-        )  # fmt: skip
-        est = self.estimator.estimate(shape)
         adm = await self.guard.admit(request_id, cap_p, est.nanos, now, mode=est.mode)
         if adm.degraded:
             log.warning("spend counters unavailable (%s); fail-%s", adm.error, "open" if adm.ok else "closed")

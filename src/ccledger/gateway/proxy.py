@@ -2,7 +2,8 @@
 
 Why raw ASGI instead of a framework route: every microsecond here is added latency on every Claude Code
 request. The handler touches only what it must: the header list (credential, attribution), the body bytes
-(passed upstream untouched; a msgspec pass reads just ``model``/``max_tokens``/``stream``), and the
+(passed upstream untouched; one msgspec pass, ``body.parse_head``, reads the few fields admission
+prices), and the
 response (relayed chunk by chunk while an incremental parser picks out usage). Everything else, ledger
 writes included, happens off the request path.
 
@@ -19,14 +20,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
+from ccledger.gateway.body import BodyHead, parse_head
 from ccledger.gateway.errors import new_request_id, send_error
 from ccledger.gateway.headers import client_key, client_version, downstream_headers, upstream_request_headers
 from ccledger.gateway.limits import Rejection, Ticket
 from ccledger.gateway.metering import Attribution, build_row
-from ccledger.gateway.upstream import UpstreamError, UpstreamResponse
-from ccledger.sources.anthropic_usage import StreamMeter, parse_message_json
+from ccledger.gateway.upstream import UpstreamResponse
+from ccledger.sources.anthropic_usage import StreamMeter, Usage, parse_message_json
 
 if TYPE_CHECKING:
     from ccledger.gateway.state import GatewayState
@@ -37,25 +37,6 @@ MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"
 LEASE_RENEW_S = 300.0
 MAX_BODY = 32 * 1024 * 1024  # the API's own limit for Messages and count_tokens
-
-
-class BodyHead(msgspec.Struct):
-    """The few body fields the gateway reads; msgspec skips the rest without building objects."""
-
-    model: str | None = None
-    max_tokens: int | None = None
-    stream: bool | None = None
-    speed: str | None = None
-
-
-_head_decoder = msgspec.json.Decoder(BodyHead)
-
-
-def parse_head(body: bytes) -> BodyHead:
-    try:
-        return _head_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return BodyHead()  # the upstream will answer a malformed body with its own 400
 
 
 async def read_body(receive: Any) -> bytes | None:
@@ -140,23 +121,19 @@ class Proxy:
         head = parse_head(body)
         attribution = _attribution(headers)
         gw_rid = new_request_id()
-        verdict = await st.limits.admit(
-            principal, head.model, head.max_tokens, head.speed, len(body), attribution.session_id, gw_rid
-        )
+        verdict = await st.limits.admit(principal, head, len(body), attribution.session_id, gw_rid)
         if isinstance(verdict, Rejection):
             rej = verdict
             st.metrics.rejections.labels(rej.limit).inc()
             log.info("limit_reject user=%s key=%s limit=%s", principal.user_id, principal.key_id, rej.limit)
             await send_error(send, rej.status, rej.err_type, rej.message, gw_rid, rej.headers)
             return rej.status
-        adm = verdict
+        call = _Call(principal, attribution, verdict, gw_rid, head)
         try:
-            return await self._forward_metered(
-                url, up_headers, body, head, principal, attribution, adm, gw_rid, receive, send
-            )
+            return await self._forward_metered(url, up_headers, body, call, receive, send)
         finally:
             # Safe no-op when already settled: a reservation never outlives its request.
-            await adm.release()
+            await verdict.release()
 
     async def _forward_plain(self, url: bytes, up_headers: list[bytes], body: bytes, send: Any) -> int:
         """count_tokens: forwarded as is, never limited or metered (counting is free)."""
@@ -171,61 +148,54 @@ class Proxy:
             await send({"type": "http.response.start", "status": resp.status, "headers": out})
             await send({"type": "http.response.body", "body": payload})
             return resp.status
-        except (UpstreamError, TimeoutError) as exc:
+        except (ConnectionError, TimeoutError) as exc:
             log.warning("upstream unreachable: %s", type(exc).__name__)
             await send_error(send, 502, "api_error", "upstream unavailable")
             return 502
 
     async def _forward_metered(
-        self,
-        url: bytes,
-        up_headers: list[bytes],
-        body: bytes,
-        head: BodyHead,
-        principal: Any,
-        attribution: Attribution,
-        adm: Ticket,
-        gw_rid: str,
-        receive: Any,
-        send: Any,
+        self, url: bytes, up_headers: list[bytes], body: bytes, call: _Call, receive: Any, send: Any
     ) -> int:
         st = self.state
-        t0 = time.perf_counter()
         try:
             resp = await st.upstream.request(b"POST", url, up_headers, body)
-        except (UpstreamError, TimeoutError) as exc:
+        except (ConnectionError, TimeoutError) as exc:
             log.warning("upstream unreachable: %s", type(exc).__name__)
-            await send_error(send, 502, "api_error", "upstream unavailable", gw_rid)
+            await send_error(send, 502, "api_error", "upstream unavailable", call.gw_rid)
             return 502
         try:
             out = downstream_headers(resp.headers)
             up_rid = resp.header(b"request-id")
-            if resp.status != 200:
-                # Upstream errors pass through unmodified; a failed request costs nothing.
-                payload = await resp.read()
-                out.append((b"content-length", str(len(payload)).encode()))
-                await send({"type": "http.response.start", "status": resp.status, "headers": out})
-                await send({"type": "http.response.body", "body": payload})
-                return resp.status
-            out.extend(adm.response_headers())
             ctype = resp.header(b"content-type") or ""
-            if not ctype.startswith("text/event-stream"):
+            if resp.status == 200 and ctype.startswith("text/event-stream"):
+                out.extend(call.adm.response_headers())
+                return await self._relay_stream(resp, out, call, up_rid, receive, send)
+            try:
                 payload = await resp.read()
+            except (ConnectionError, TimeoutError) as exc:
+                # Nothing was sent yet: the client gets our envelope; nothing is metered and the caller's
+                # ``finally`` releases the reservation.
+                log.warning("upstream failed mid-response: %s", type(exc).__name__)
+                await send_error(
+                    send, 502, "api_error", "upstream connection failed while sending its response",
+                    call.gw_rid,
+                )  # fmt: skip
+                return 502
+            if resp.status == 200:
+                out.extend(call.adm.response_headers())
                 # Metered before the body goes out (microseconds): once a client sees its response, the
                 # spend is settled, so its next request is admitted against the true total.
                 parsed = parse_message_json(payload)
                 if parsed.usage is not None:
                     await self._meter(
-                        principal, attribution, adm, parsed.usage, parsed.model or head.model or "",
-                        parsed.message_id, up_rid, gw_rid, t0, head, aborted=False,
+                        call, parsed.usage, parsed.model, parsed.message_id, up_rid,
+                        aborted=False, completed=True,
                     )  # fmt: skip
-                out.append((b"content-length", str(len(payload)).encode()))
-                await send({"type": "http.response.start", "status": 200, "headers": out})
-                await send({"type": "http.response.body", "body": payload})
-                return 200
-            return await self._relay_stream(
-                resp, out, principal, attribution, adm, gw_rid, up_rid, head, t0, receive, send
-            )
+            # Upstream errors pass through unmodified; a failed request costs nothing.
+            out.append((b"content-length", str(len(payload)).encode()))
+            await send({"type": "http.response.start", "status": resp.status, "headers": out})
+            await send({"type": "http.response.body", "body": payload})
+            return resp.status
         finally:
             resp.release()
 
@@ -233,13 +203,8 @@ class Proxy:
         self,
         resp: UpstreamResponse,
         out: list[tuple[bytes, bytes]],
-        principal: Any,
-        attribution: Attribution,
-        adm: Ticket,
-        gw_rid: str,
+        call: _Call,
         up_rid: str | None,
-        head: BodyHead,
-        t0: float,
         receive: Any,
         send: Any,
     ) -> int:
@@ -265,11 +230,11 @@ class Proxy:
                 meter.feed(chunk)
                 if time.monotonic() > renew_at:  # a very long stream keeps its spend reservation alive
                     renew_at = time.monotonic() + LEASE_RENEW_S
-                    await adm.extend()
+                    await call.adm.extend()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if aborted:
                     break
-        except (UpstreamError, TimeoutError, ConnectionError) as exc:
+        except (ConnectionError, TimeoutError) as exc:
             if not aborted:
                 upstream_cut = True
                 log.warning("upstream stream cut: %s", type(exc).__name__)
@@ -279,13 +244,15 @@ class Proxy:
         # Metered before the final empty frame, so a client that has seen the end sees settled spend.
         if meter.error_type is not None or (upstream_cut and not meter.saw_final_usage):
             # The upstream failed the request mid-stream: failed requests cost nothing.
-            log.info("stream error user=%s type=%s", principal.user_id, meter.error_type or "cut")
+            log.info("stream error user=%s type=%s", call.principal.user_id, meter.error_type or "cut")
         else:
             usage = meter.usage(aborted=aborted)
             if usage is not None:  # None: ended before message_start, nothing ran that we could bill
+                # Only a stream that reached message_stop teaches the estimator: an aborted one is billed
+                # a floor, and a low guess is what loosens the expected estimator's bound.
                 await self._meter(
-                    principal, attribution, adm, usage, meter.model or head.model or "", meter.message_id,
-                    up_rid, gw_rid, t0, head, aborted=aborted and not meter.finished,
+                    call, usage, meter.model, meter.message_id, up_rid,
+                    aborted=aborted and not meter.finished, completed=meter.finished,
                 )  # fmt: skip
         if aborted:
             return 499
@@ -294,74 +261,53 @@ class Proxy:
         return 200
 
     async def _meter(
-        self,
-        principal: Any,
-        attribution: Attribution,
-        adm: Ticket,
-        usage: Any,
-        model: str,
-        message_id: str | None,
-        up_rid: str | None,
-        gw_rid: str,
-        t0: float,
-        head: BodyHead,
-        *,
-        aborted: bool,
-    ) -> None:
-        try:
-            await self._meter_unchecked(
-                principal,
-                attribution,
-                adm,
-                usage,
-                model,
-                message_id,
-                up_rid,
-                gw_rid,
-                t0,
-                head,
-                aborted=aborted,
-            )
-        except Exception:  # metering must never break a response; the error is logged (no prompt data)
-            log.exception("metering failed user=%s model=%s", principal.user_id, model)
-
-    async def _meter_unchecked(
-        self,
-        principal: Any,
-        attribution: Attribution,
-        adm: Ticket,
-        usage: Any,
-        model: str,
-        message_id: str | None,
-        up_rid: str | None,
-        gw_rid: str,
-        t0: float,
-        head: BodyHead,
-        *,
-        aborted: bool,
-    ) -> None:
+        self, call: _Call, usage: Usage, model: str | None, message_id: str | None, up_rid: str | None,
+        *, aborted: bool, completed: bool,
+    ) -> None:  # fmt: skip
+        """Price, settle and queue the ledger row. Never raises: metering must not break a response
+        (the error is logged, without prompt data)."""
         st = self.state
-        row = build_row(
-            st.book,
-            principal=principal,
-            attribution=attribution,
-            usage=usage,
-            model=model,
-            ts=st.clock(),
-            message_id=message_id,
-            upstream_request_id=up_rid,
-            gateway_request_id=gw_rid,
-            duration_ms=int((time.perf_counter() - t0) * 1000),
-            aborted=aborted,
-            speed=head.speed,
-        )
-        cost = row.record.cost_nanos or 0
-        await adm.settle(cost, usage.tokens)
-        st.writer.submit(row)
-        st.metrics.record_usage(row.record)
+        principal = call.principal
+        model = model or call.head.model or ""
+        try:
+            row = build_row(
+                st.book,
+                principal=principal,
+                attribution=call.attribution,
+                usage=usage,
+                model=model,
+                ts=st.clock(),
+                message_id=message_id,
+                upstream_request_id=up_rid,
+                gateway_request_id=call.gw_rid,
+                duration_ms=int((time.perf_counter() - call.t0) * 1000),
+                aborted=aborted,
+                speed=call.head.speed,
+            )
+            cost = row.record.cost_nanos or 0
+            await call.adm.settle(cost, usage.tokens, completed=completed)
+            st.writer.submit(row)
+            st.metrics.record_usage(row.record)
+        except Exception:
+            log.exception("metering failed user=%s model=%s", principal.user_id, model)
+            return
+        t = usage.tokens
         log.debug(
             "metered user=%s key=%s session=%s model=%s cost_nanos=%d in=%d out=%d cw=%d cr=%d%s",
-            principal.user_id, principal.key_id, attribution.session_id, model, cost, usage.tokens.input,
-            usage.tokens.output, usage.tokens.cache_write, usage.tokens.cache_read,
-            " aborted" if aborted else "",
+            principal.user_id, principal.key_id, call.attribution.session_id, model, cost, t.input, t.output,
+            t.cache_write, t.cache_read, " aborted" if aborted else "",
         )  # fmt: skip
+
+
+class _Call:
+    """One admitted Messages request: who, its attribution, its limits ticket and when it started."""
+
+    __slots__ = ("adm", "attribution", "gw_rid", "head", "principal", "t0")
+
+    def __init__(self, principal: Any, attribution: Attribution, adm: Ticket, gw_rid: str, head: BodyHead):
+        self.principal = principal
+        self.attribution = attribution
+        self.adm = adm
+        self.gw_rid = gw_rid
+        self.head = head
+        self.t0 = time.perf_counter()

@@ -1,7 +1,7 @@
 """Everything one gateway process holds, in one object: what routes, the admin API and tests share.
 
 The admin routes (``gateway.admin``) receive this object as their ``ctx`` and use ``identity``,
-``ledger``, ``guard``, ``settings``, ``clock`` and the admin key lists.
+``ledger``, ``guard``, ``settings``, ``clock`` and ``admin_keyring``.
 """
 
 from __future__ import annotations
@@ -52,11 +52,3 @@ class GatewayState:
     @property
     def guard(self) -> SpendGuard:
         return self.limits.guard
-
-    @property
-    def admin_read_keys(self) -> list[dict[str, str]]:
-        return [k.model_dump() for k in self.settings.admin_read_keys]
-
-    @property
-    def admin_write_keys(self) -> list[dict[str, str]]:
-        return [k.model_dump() for k in self.settings.admin_write_keys]

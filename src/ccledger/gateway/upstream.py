@@ -6,10 +6,12 @@ everything it adds is 1 ms, so the request object, header multidicts, tracing ho
 of a general client are too dear. This client does only what the proxy needs:
 
 * one write per request (request line, headers as received, the body bytes untouched);
-* responses parsed by httptools (chunked and content-length framing), body handed over chunk by chunk
-  as it arrives, with back-pressure (reading pauses while the client is slower than the upstream);
+* responses parsed by httptools (chunked, content-length, and close-delimited framing: a response with
+  neither ends at a clean EOF, RFC 9112 §6.3), body handed over chunk by chunk as it arrives, with
+  back-pressure (reading pauses while the client is slower than the upstream);
 * keep-alive connection reuse; a reused connection that dies before any response byte is retried once on
-  a fresh one (the classic idle-close race; the upstream never saw a complete request on it);
+  a newly opened one, never on another idle one (the classic idle-close race: the upstream never saw a
+  complete request on it, and the other idle connections are as old as the one that just died);
 * a connect timeout, and a read-inactivity timeout (``read_timeout``, > Claude Code's 300 s) instead of
   any total timeout, so a healthy long stream is never cut;
 * TLS via the standard ``ssl`` module for https upstreams.
@@ -35,8 +37,9 @@ class UpstreamError(ConnectionError):
 
 class _Conn(asyncio.Protocol):
     __slots__ = (
-        "_buffered", "_chunks", "_got_bytes", "_headers_fut", "_name", "_paused", "_timer", "_waiter",
-        "closed", "done", "exc", "headers", "keep_alive", "loop", "parser", "pool", "status", "transport",
+        "_buffered", "_chunks", "_framed", "_got_bytes", "_headers_fut", "_name", "_paused", "_timer",
+        "_waiter", "closed", "done", "exc", "headers", "keep_alive", "loop", "parser", "pool", "status",
+        "transport",
     )  # fmt: skip
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -58,6 +61,7 @@ class _Conn(asyncio.Protocol):
         self._headers_fut: asyncio.Future[None] | None = None
         self._paused = False
         self._got_bytes = False
+        self._framed = False  # content-length or chunked seen; else the body runs to EOF
         self.done = False
         self.exc: BaseException | None = None
         self.keep_alive = False
@@ -80,6 +84,12 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._cancel_timer()
+        if not self.done and exc is None and self.status >= 200 and not self._framed and self.exc is None:
+            # A close-delimited body: a clean EOF after the headers is its end. httptools has no
+            # "finish" call, so the message is completed here.
+            self.keep_alive = False
+            self.done = True
+            self._wake()
         if not self.done:
             reason = "upstream closed the connection" if exc is None else str(exc)
             self._fail(UpstreamError(reason))
@@ -94,12 +104,16 @@ class _Conn(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
+            self._framed = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         if self.status < 200:  # 1xx interim responses carry no body; wait for the real one
             self.headers = []
+            self._framed = False
             return
         fut = self._headers_fut
         if fut is not None and not fut.done():
@@ -277,7 +291,7 @@ class UpstreamPool:
         for attempt in (0, 1):
             reused = False
             conn: _Conn | None = None
-            while self._idle:
+            while attempt == 0 and self._idle:  # the retry always opens a new connection
                 c = self._idle.pop()
                 if not c.closed:
                     conn, reused = c, True
@@ -296,7 +310,7 @@ class UpstreamPool:
                 await fut
             except UpstreamError:
                 if reused and attempt == 0 and not conn._got_bytes:
-                    continue  # a stale keep-alive connection: retry once on a fresh one
+                    continue  # a stale keep-alive connection: retry once on a new one
                 raise
             return UpstreamResponse(conn)
         raise UpstreamError("unreachable")  # pragma: no cover

@@ -55,16 +55,18 @@ def refresh(
     book: PriceBook,
     roots: Iterable[Path],
     *,
+    extra_paths: Iterable[Path] = (),
     workers: int | None = None,
     progress: Callable[[int], ProgressHook | None] | None = None,
 ) -> RefreshStats:
-    """Read every new transcript byte under ``roots`` into ``ledger``.
+    """Read every new transcript byte under ``roots`` (Claude config dirs: their ``projects`` folder)
+    and ``extra_paths`` (folders of transcripts given with ``--path``) into ``ledger``.
 
     ``progress`` is called with the number of bytes to read and may return a hook that is told how
     far the run has got; the CLI uses it to show a progress bar only when there is much to read.
     """
     stats = RefreshStats()
-    stats.dirs = transcript_dirs(roots)
+    stats.dirs = transcript_dirs(roots, extra_paths)
     files = discover(stats.dirs)
     stats.files_seen = len(files)
     known = {

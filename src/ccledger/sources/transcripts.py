@@ -36,6 +36,7 @@ MAX_BAD_REPORTED = 1000
 SHAPE_ONLY_BYTES = 8 * 1024 * 1024
 _RELEASE_EVERY = 64 * 1024 * 1024
 _USAGE_MARK = b'"usage":{'
+_USAGE_MARK_SPACED = b'"usage": {'
 _PATCH_MARK = b'"structuredPatch"'
 
 
@@ -158,19 +159,25 @@ class FileScan:
 # --- discovery ---------------------------------------------------------------------------------------
 
 
-def transcript_dirs(roots: Iterable[Path]) -> list[Path]:
-    """The folders to search: ``<root>/projects`` for config dirs, or the root itself if it has no such
-    folder (so ``--path`` can name a projects folder or any folder of .jsonl files)."""
+def transcript_dirs(config_dirs: Iterable[Path], extra: Iterable[Path] = ()) -> list[Path]:
+    """The folders to search: ``<dir>/projects`` of each Claude config dir, and each extra folder
+    (``--path``) as its ``projects`` subfolder if it has one, else as given. A config dir's own files
+    (e.g. ``history.jsonl``, the prompt history) are never read as transcripts."""
     out: list[Path] = []
     seen: set[str] = set()
-    for root in roots:
-        root = root.expanduser()
-        cand = root / "projects" if (root / "projects").is_dir() else root
+
+    def add(cand: Path) -> None:
         if cand.is_dir():
             real = os.path.realpath(cand)
             if real not in seen:
                 seen.add(real)
                 out.append(cand)
+
+    for root in config_dirs:
+        add(root.expanduser() / "projects")
+    for root in extra:
+        root = root.expanduser()
+        add(root / "projects" if (root / "projects").is_dir() else root)
     return out
 
 
@@ -449,24 +456,28 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
     find = buf.find
     rfind = buf.rfind
     count = buf.count
-    i = find(_USAGE_MARK)
-    while i != -1:
-        ls = rfind(b"\n", 0, i) + 1
-        le = find(b"\n", i)
-        if ls not in bad_starts:
-            # Line numbers are only needed for lines reported bad, so they are counted only then.
-            try:
-                why = _offer(_decode_assistant(buf[ls:le]), base + ls, scan)
-            except msgspec.DecodeError as exc:  # ValidationError included; validation should prevent it
-                why = f"unexpected shape ({exc})"
-            if why is not None:
-                _bad(scan, where.path, line_no + count(b"\n", 0, ls) + 1, why)
-        i = find(_USAGE_MARK, le)
+    # Claude Code writes compact JSON; a file written with spaces (``"usage": {``) is read too.
+    marks = (_USAGE_MARK, _USAGE_MARK_SPACED) if _USAGE_MARK_SPACED in buf else (_USAGE_MARK,)
+    for mark in marks:
+        i = find(mark)
+        while i != -1:
+            ls = rfind(b"\n", 0, i) + 1
+            le = find(b"\n", i)
+            if ls not in bad_starts:
+                # Line numbers are only needed for lines reported bad, so they are counted only then.
+                try:
+                    why = _offer(_decode_assistant(buf[ls:le]), base + ls, scan)
+                except msgspec.DecodeError as exc:  # ValidationError included; validation prevents it
+                    why = f"unexpected shape ({exc})"
+                if why is not None:
+                    _bad(scan, where.path, line_no + count(b"\n", 0, ls) + 1, why)
+            i = find(mark, le)
     i = find(_PATCH_MARK)
     while i != -1:
         ls = rfind(b"\n", 0, i) + 1
         le = find(b"\n", i)
-        if ls not in bad_starts and find(_USAGE_MARK, ls, le) == -1:
+        has_usage = any(find(m, ls, le) != -1 for m in marks)
+        if ls not in bad_starts and not has_usage:
             with contextlib.suppress(msgspec.DecodeError):  # not the shape of an edit result
                 _patch(_decode_patch_line(buf[ls:le]), where.parent_session, scan)
         i = find(_PATCH_MARK, le)
@@ -477,7 +488,7 @@ def _handle_line(
     line: bytes | None, start: int, stop: int, mm: mmap.mmap, where: _Where, line_no: int, scan: FileScan
 ) -> None:
     """One line on its own: the unterminated last line, or an oversized one (read in place)."""
-    has_usage = mm.find(_USAGE_MARK, start, stop) != -1
+    has_usage = mm.find(_USAGE_MARK, start, stop) != -1 or mm.find(_USAGE_MARK_SPACED, start, stop) != -1
     if line is None and not has_usage:
         # Oversized and without usage (file-history snapshots, huge tool results): check its shape in
         # place rather than copying hundreds of MB to validate them.

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 _ALL_TIME_MS = 10**13  # a bucket wider than any timestamp: one bucket for everything
 _COLUMNS = USAGE_COLUMNS
 _USAGE_FILTERS = frozenset(_COLUMNS)
+_KEEP_IF_EMPTY = frozenset({
+    "session_id", "project", "git_branch", "client_version", "agent_id", "parent_agent_id", "user_id",
+    "group_id", "key_id", "workspace",
+})  # fmt: skip
 
 
 def to_ms(ts: datetime) -> int:
@@ -49,16 +53,26 @@ class PricedRow:
     long_context: bool
 
 
+def _cut(value: str | None, n: int) -> str | None:
+    return value if value is None or len(value) <= n else value[:n]
+
+
 def row_of(p: PricedRow) -> tuple[object, ...]:
-    """The record as a bulk-upsert row (column order ``_COLUMNS``; the key first, completeness last)."""
+    """The record as a bulk-upsert row (column order ``_COLUMNS``; the key first, completeness last).
+
+    Strings are cut to their column widths: PostgreSQL refuses an over-long value, and one odd field in
+    a transcript or a header must not fail a whole batch.
+    """
     r = p.record
     t = r.tokens
     return (
-        r.dedupe_key, to_ms(r.ts), r.source, r.model, p.model_key, r.session_id, r.project, r.git_branch,
-        r.client_version, r.is_sidechain, r.agent_id, r.user_id, r.group_id, r.key_id, r.workspace,
-        r.request_id, t.input, t.output, t.cache_write_5m, t.cache_write_1h, t.cache_read,
-        r.web_search_requests, r.service_tier, r.inference_geo, r.speed, r.duration_ms, r.cost_nanos or 0,
-        r.unknown_model, p.long_context, r.parent_agent_id,
+        _cut(r.dedupe_key, 300), to_ms(r.ts), _cut(r.source, 32), _cut(r.model, 200), p.model_key,
+        _cut(r.session_id, 200), r.project, r.git_branch, _cut(r.client_version, 64), r.is_sidechain,
+        _cut(r.agent_id, 200), _cut(r.user_id, 200), _cut(r.group_id, 200), _cut(r.key_id, 200),
+        _cut(r.workspace, 200), _cut(r.request_id, 200), t.input, t.output, t.cache_write_5m,
+        t.cache_write_1h, t.cache_read, r.web_search_requests, _cut(r.service_tier, 32),
+        _cut(r.inference_geo, 32), _cut(r.speed, 32), r.duration_ms, r.cost_nanos or 0, r.unknown_model,
+        p.long_context, _cut(r.parent_agent_id, 200),
         json.dumps(r.extra, sort_keys=True) if r.extra else None, r.completeness,
     )  # fmt: skip
 
@@ -113,7 +127,13 @@ class Ledger:
         mark = "?" if self.dialect == "sqlite" else "%s"
         self._mark = mark
         cols = ", ".join(f'"{c}"' for c in _COLUMNS)
-        sets = ", ".join(f'"{c}" = excluded."{c}"' for c in _COLUMNS if c != "dedupe_key")
+        # A more complete copy replaces the usage, but attribution one source knows and the other does
+        # not (the transcript's project, the gateway's user and key) survives the replacement.
+        sets = ", ".join(
+            f'"{c}" = COALESCE(NULLIF(excluded."{c}", \'\'), usage."{c}")' if c in _KEEP_IF_EMPTY
+            else f'"{c}" = excluded."{c}"'
+            for c in _COLUMNS if c != "dedupe_key"
+        )  # fmt: skip
         # Same text on both engines: SQLite and PostgreSQL share ON CONFLICT ... DO UPDATE ... WHERE.
         self._upsert_sql = (
             f"INSERT INTO usage ({cols}) VALUES ({', '.join([mark] * len(_COLUMNS))}) "
