@@ -52,7 +52,7 @@ def shape(body: int, max_tokens: int = 1000, **kw: object) -> RequestShape:
 
 def test_strict_is_the_quote_of_bytes_as_1h_writes_plus_max_tokens() -> None:
     est = StrictEstimator(BOOK, overhead_tokens=0)
-    got = est.estimate(shape(10_000, 2000))
+    got = est.estimate(shape(10_000, 2000, inference_geo="global"))
     want = BOOK.quote("m-lc", TS, TokenCounts(cache_write_1h=10_000, output=2000)).cost_nanos
     assert got.nanos == want and got.mode is AdmitMode.FIT and got.basis == "strict"
     assert not got.long_context
@@ -60,8 +60,8 @@ def test_strict_is_the_quote_of_bytes_as_1h_writes_plus_max_tokens() -> None:
 
 def test_strict_switches_to_long_context_tier_by_itself() -> None:
     est = StrictEstimator(BOOK, overhead_tokens=1024)
-    below = est.estimate(shape(200_000 - 1024))
-    above = est.estimate(shape(200_000 - 1023))
+    below = est.estimate(shape(200_000 - 1024, inference_geo="global"))
+    above = est.estimate(shape(200_000 - 1023, inference_geo="global"))
     assert not below.long_context and above.long_context
     lc = BOOK.quote("m-lc", TS, TokenCounts(cache_write_1h=200_001, output=1000))
     assert above.nanos == lc.cost_nanos and lc.long_context
@@ -74,6 +74,16 @@ def test_strict_applies_fast_mode_geo_and_web_search_like_settlement() -> None:
     got = est.estimate(shape(5000, 100, speed="fast", inference_geo="us", web_search_max_uses=3))
     want = BOOK.quote("m-lc", TS, tokens, speed="fast", inference_geo="us", web_search_requests=3)
     assert got.nanos == want.cost_nanos
+
+
+def test_strict_bounds_fast_mode_below_the_long_context_threshold() -> None:
+    """m-lc has fast rates but no fast long-context rates: a fast request just under the threshold costs
+    more than one over it, so a bound priced only at its (larger) prompt size would be too low."""
+    est = StrictEstimator(BOOK, overhead_tokens=0)
+    bound = est.estimate(shape(250_000, 100, speed="fast", inference_geo="global"))
+    just_below = BOOK.quote("m-lc", TS, TokenCounts(cache_write_1h=200_000, output=100), speed="fast")
+    assert not just_below.long_context
+    assert bound.nanos >= just_below.cost_nanos
 
 
 def test_strict_assumes_us_residency_when_the_body_names_no_geo() -> None:

@@ -28,6 +28,7 @@ from ccledger.gateway.state import GatewayState
 from ccledger.store.identity import IdentityStore
 
 TEST_MODEL = "claude-test-1"
+TEST_GEO_MODEL = "claude-test-geo"  # same prices, plus the 1.1x US-residency premium (geo_premium)
 UPSTREAM_KEY = "sk-ant-upstream-secret-0123456789"
 ADMIN_WRITE = "w" * 40
 ADMIN_READ = "r" * 40
@@ -45,6 +46,17 @@ PRICE_FILE = f"""
 [[models]]
 key = "{TEST_MODEL}"
 ids = ["{TEST_MODEL}"]
+[[models.prices]]
+input = "3"
+output = "15"
+cache_write_5m = "3.75"
+cache_write_1h = "6"
+cache_read = "0.30"
+
+[[models]]
+key = "{TEST_GEO_MODEL}"
+ids = ["{TEST_GEO_MODEL}"]
+geo_premium = true
 [[models.prices]]
 input = "3"
 output = "15"

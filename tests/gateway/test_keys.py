@@ -38,3 +38,19 @@ def test_expired_key_refused(gw):
         gw.clock.advance(hours=2)
         r = c.post("/v1/messages", content=body())
     assert r.status_code == 401
+
+
+def test_key_expiry_comes_from_the_principal_not_a_second_query(gw, monkeypatch):
+    """``authenticate`` already returns the key's expiry; a cache miss must not list the user's keys."""
+    from datetime import timedelta
+
+    key = gw.user("alice", expires=gw.clock() + timedelta(hours=1))
+
+    def no_list_keys(*a, **kw):  # type: ignore[no-untyped-def]
+        raise AssertionError("list_keys queried on the request path")
+
+    monkeypatch.setattr(gw.identity, "list_keys", no_list_keys)
+    with gw.client(key) as c:
+        assert c.post("/v1/messages", content=body()).status_code == 200
+        gw.clock.advance(hours=2)
+        assert c.post("/v1/messages", content=body()).status_code == 401  # the cached entry expires too

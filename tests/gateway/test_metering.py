@@ -182,3 +182,68 @@ def test_stream_meter_abort_floor_and_json():
     parsed = parse_message_json(b'{"id":"msg_2","model":"m","usage":{"input_tokens":1,"output_tokens":2}}')
     assert parsed.message_id == "msg_2" and parsed.usage.tokens.output == 2
     assert parse_message_json(b"not json").usage is None
+
+
+def test_cache_write_split_is_the_shared_rule():
+    """The gateway prices a usage block exactly as the transcript reader does: one rule,
+    ``core.records.split_cache_writes`` (the reported 1h part is kept; the 5m part is what the total has
+    beyond it, never below the reported 5m)."""
+    from ccledger.core.records import split_cache_writes
+
+    def split(total, w5, w1):  # type: ignore[no-untyped-def]
+        usage: dict = {"input_tokens": 1, "output_tokens": 1, "cache_creation_input_tokens": total}
+        if w5 is not None or w1 is not None:
+            usage["cache_creation"] = {"ephemeral_5m_input_tokens": w5, "ephemeral_1h_input_tokens": w1}
+        t = parse_message_json(json.dumps({"id": "m", "usage": usage}).encode()).usage.tokens
+        return t.cache_write_5m, t.cache_write_1h
+
+    assert split(100, 0, 150) == (0, 150) == split_cache_writes(100, 0, 150)
+    for case in [
+        (300, 200, 100),
+        (100, None, None),
+        (None, 40, 60),
+        (50, 80, 0),
+        (10, 0, None),
+        (0, None, 7),
+    ]:
+        assert split(*case) == split_cache_writes(*case), case
+
+
+def test_client_version_is_clamped_to_the_column():
+    from ccledger.gateway.headers import client_version
+
+    assert client_version("claude-cli/2.1.239 (external, cli)") == "2.1.239"
+    huge = client_version("claude-cli/1" + "2" * 100_000 + " (external, cli)")
+    assert huge == "1" + "2" * 63
+    assert len(client_version("x" * 500)) == 64
+
+
+def test_aborted_stream_does_not_teach_the_estimator(gw, fake_upstream: FakeUpstream):
+    """Only normally completed requests feed the expected estimator: an aborted stream is billed a floor,
+    which as the session's next guess would be low (and low guesses loosen its bound)."""
+    key = gw.user("alice")
+    session = {"x-claude-code-session-id": "sess-abort"}
+    headers = {
+        "x-api-key": key, "x-fake-scenario": "hang_after_start", "x-fake-delay-ms": "5000",
+        "x-fake-chunks": json.dumps(["x" * 400] * 4), **session,
+    }  # fmt: skip
+    with (
+        httpx.Client(base_url=gw.url, timeout=10) as c,
+        c.stream("POST", "/v1/messages", content=body(stream=True), headers=headers) as r,
+    ):
+        got = b""
+        for chunk in r.iter_raw():
+            got += chunk
+            if got.count(b"x" * 400 + b'"}}') >= 2:
+                break
+    deadline = time.monotonic() + 5
+    while not gw.rows() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (row,) = gw.rows()
+    assert json.loads(row["extra"]).get("aborted") == "1"
+    est = gw.state.limits.estimator
+    assert est._sessions.get(("alice", "sess-abort")) is None and est._users.get(("", "alice")) is None
+    # A request that completes does teach it.
+    with gw.client(key) as c:
+        assert c.post("/v1/messages", content=body(stream=True), headers=session).status_code == 200
+    assert est._sessions.get(("alice", "sess-abort")) == DEFAULT_COST

@@ -63,6 +63,24 @@ def test_bearer_and_both_headers_accepted(gw, fake_upstream):
         assert rec.header("authorization") is None
 
 
+def test_empty_api_key_header_does_not_hide_a_valid_bearer(gw, fake_upstream):
+    """Some clients always send ``x-api-key``, empty when they authenticate by bearer token."""
+    from ccledger.gateway.headers import client_key
+
+    assert client_key([(b"x-api-key", b""), (b"authorization", b"Bearer ccl_abc")]) == "ccl_abc"
+    assert client_key([(b"authorization", b"Bearer ccl_abc"), (b"x-api-key", b"  ")]) == "ccl_abc"
+    assert client_key([(b"x-api-key", b"ccl_k"), (b"authorization", b"Bearer ccl_b")]) == "ccl_k"
+    assert client_key([(b"x-api-key", b""), (b"authorization", b"Bearer ")]) is None
+    assert client_key([(b"authorization", b"Basic eA==")]) is None
+    key = gw.user("alice")
+    with httpx.Client(base_url=gw.url, timeout=10) as c:
+        r = c.post(
+            "/v1/messages", content=body(), headers={"x-api-key": "", "authorization": f"Bearer {key}"}
+        )
+    assert r.status_code == 200, r.text
+    assert fake_upstream.last_request.header("x-api-key") == UPSTREAM_KEY
+
+
 def test_upstream_ratelimit_headers_stripped_request_id_kept(gw):
     key = gw.user("alice")
     with gw.client(key) as c:

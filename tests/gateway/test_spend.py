@@ -143,3 +143,98 @@ def test_fail_open_or_closed_when_counters_fail(gateway_factory, mode):
         assert r.status_code == 429
         assert r.json()["error"] == {"type": "billing_error", "message": "spend limit unavailable"}
         assert "retry-after" not in r.headers
+
+
+# -- the strict estimator is an upper bound for residency and web search too -----------------------------
+
+# Reported usage at the edge of what the old bound assumed: every body byte (+1024 overhead) a 1h cache
+# write, and all of max_tokens used. At the test prices that is $0.12 + $0.03 = 15 cents.
+_PROMPT, _MAX_TOKENS = 20_000, 2000
+
+
+def _sized_body(model: str, extra: str = "") -> bytes:
+    """A Messages body of exactly ``_PROMPT - 1024`` bytes."""
+    head = f'{{"model":"{model}","max_tokens":{_MAX_TOKENS},{extra}"messages":[{{"role":"user","content":"'
+    tail = '"}]}'
+    pad = _PROMPT - 1024 - len(head) - len(tail)
+    out = (head + "x" * pad + tail).encode()
+    assert len(out) == _PROMPT - 1024
+    return out
+
+
+def _usage(geo: str, searches: int) -> str:
+    import json
+
+    return json.dumps(
+        {
+            "input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": _MAX_TOKENS,
+            "cache_creation_input_tokens": _PROMPT,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": _PROMPT},
+            "server_tool_use": {"web_search_requests": searches}, "inference_geo": geo,
+        }
+    )  # fmt: skip
+
+
+def _until_refused(gw, key: str, content: bytes, usage: str, limit: int = 12) -> list[int]:
+    codes = []
+    with gw.client(key) as c:
+        for _ in range(limit):
+            r = c.post("/v1/messages", content=content, headers={"x-fake-usage": usage})
+            codes.append(r.status_code)
+            if r.status_code != 200:
+                break
+    return codes
+
+
+def test_strict_cap_holds_when_the_request_runs_in_the_us(gateway_factory):
+    """No ``inference_geo`` in the body, but the upstream ran it in the US (a workspace default): x1.1.
+    Each request costs 16.5 cents; a bound without the premium (15 cents) would admit a second one
+    under a 32-cent cap (16.5 + 15 <= 32) and end at 33 cents."""
+    from tests.gateway.conftest import TEST_GEO_MODEL, expected_nanos
+
+    gw = gateway_factory(estimator="strict")
+    key = gw.user("alice")
+    _cap(gw, "32")
+    codes = _until_refused(gw, key, _sized_body(TEST_GEO_MODEL), _usage("us", 0))
+    rows = gw.rows(user_id="alice")
+    spend = sum(r["cost_nanos"] for r in rows)
+    assert codes == [200, 429]
+    assert all(r["inference_geo"] == "us" for r in rows)
+    assert spend == expected_nanos(w1=_PROMPT, output=_MAX_TOKENS) * 11 // 10 <= 32 * 10_000_000
+
+
+def test_strict_cap_holds_with_web_searches(gateway_factory):
+    """Two searches at $0.01 each, plus the tokens: 17 cents a request. A bound without the search fees
+    (15 cents) would admit a sixth request under a 101-cent cap (5 x 17 + 15 <= 101) and end at 102."""
+    from tests.gateway.conftest import TEST_MODEL, expected_nanos
+
+    gw = gateway_factory(estimator="strict")
+    key = gw.user("alice")
+    _cap(gw, "101")
+    tools = '"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":2}],'
+    codes = _until_refused(gw, key, _sized_body(TEST_MODEL, tools), _usage("global", 2))
+    rows = gw.rows(user_id="alice")
+    spend = sum(r["cost_nanos"] for r in rows)
+    assert codes[0] == 200 and codes[-1] == 429
+    assert all(r["web_search_requests"] == 2 for r in rows)
+    assert spend == len(rows) * expected_nanos(w1=_PROMPT, output=_MAX_TOKENS, searches=2)
+    assert spend <= 101 * 10_000_000
+
+
+def test_strict_refuses_a_web_search_it_cannot_bound(gateway_factory, fake_upstream):
+    gw = gateway_factory(estimator="strict")
+    key = gw.user("alice")
+    tools = '"tools":[{"type":"web_search_20260209","name":"web_search"}],'
+    fake_upstream.clear()
+    with gw.client(key) as c:
+        r = c.post("/v1/messages", content=_sized_body("claude-test-1", tools))
+    assert r.status_code == 400
+    err = r.json()
+    assert err["error"]["type"] == "invalid_request_error" and "max_uses" in err["error"]["message"]
+    assert r.headers["request-id"] == err["request_id"]
+    assert fake_upstream.requests == []  # never forwarded
+    # The expected estimator guesses instead of refusing.
+    gw2 = gateway_factory()
+    key2 = gw2.user("bob")
+    with gw2.client(key2) as c:
+        assert c.post("/v1/messages", content=_sized_body("claude-test-1", tools)).status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -77,3 +78,103 @@ def test_read_inactivity_timeout_and_refused_connection():
             await dead.request(b"POST", b"/", [], b"")
 
     asyncio.run(main())
+
+
+def test_close_delimited_response_ends_at_eof():
+    """Neither content-length nor chunked: the body is everything up to the server's clean close
+    (RFC 9112 §6.3). The connection is then not reused."""
+    connections = 0
+
+    async def handler(reader, writer):
+        nonlocal connections
+        connections += 1
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        for part in (b'{"id":"msg_1",', b'"usage":{"output_tokens":3}}'):
+            await asyncio.sleep(0.02)
+            writer.write(part)
+            await writer.drain()
+        writer.close()
+
+    async def main():
+        server, url = await _serve(handler)
+        pool = UpstreamPool(url)
+        for _ in range(2):
+            resp = await pool.request(b"POST", b"/v1/messages", [], b"{}")
+            assert resp.status == 200
+            assert await resp.read() == b'{"id":"msg_1","usage":{"output_tokens":3}}'
+            resp.release()
+        # Streaming consumers see the parts as they arrive, then the end.
+        resp = await pool.request(b"POST", b"/v1/messages", [], b"{}")
+        assert [c async for c in resp.iter_chunks()] == [b'{"id":"msg_1",', b'"usage":{"output_tokens":3}}']
+        resp.release()
+        assert not pool._idle
+        await pool.close()
+        server.close()
+
+    asyncio.run(main())
+    assert connections == 3
+
+
+def test_truncated_bodies_still_fail():
+    """A close before the announced length (or the last chunk) is an error, not a short body."""
+    replies = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+    ]
+
+    async def handler(reader, writer):
+        await _read_request(reader)
+        writer.write(replies.pop(0))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server, url = await _serve(handler)
+        pool = UpstreamPool(url)
+        for _ in range(2):
+            resp = await pool.request(b"POST", b"/", [], b"")
+            with pytest.raises(UpstreamError):
+                await resp.read()
+            resp.release()
+        await pool.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_stale_connection_retried_on_a_new_connection_not_another_idle_one():
+    """Two pooled connections go stale together (the upstream's idle timeout closes both): the retry
+    after the first one fails must open a new connection, not take the other, equally stale one."""
+    connections = 0
+
+    async def handler(reader, writer):
+        nonlocal connections
+        connections += 1
+        await _read_request(reader)
+        await asyncio.sleep(0.05)  # so both first requests are in flight at once: two connections
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        # The next request on this connection is read and dropped without a byte of response.
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await _read_request(reader)
+        writer.close()
+
+    async def one(pool):
+        resp = await pool.request(b"POST", b"/", [], b"")
+        body = await resp.read()
+        resp.release()
+        return resp.status, body
+
+    async def main():
+        server, url = await _serve(handler)
+        pool = UpstreamPool(url)
+        assert await asyncio.gather(one(pool), one(pool)) == [(200, b"ok"), (200, b"ok")]
+        assert len(pool._idle) == 2
+        assert await one(pool) == (200, b"ok")
+        await pool.close()
+        server.close()
+
+    asyncio.run(main())
+    assert connections == 3

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from ccledger.core.pricing import PriceBook
-from ccledger.core.records import TokenCounts, UsageRecord
+from ccledger.core.records import FileCursor, TokenCounts, UsageRecord
 from ccledger.store.engine import make_engine
-from ccledger.store.ledger import CodeChange, FileCursor, Ledger, price_record, row_of
+from ccledger.store.ledger import CodeChange, Ledger, price_record, row_of
 from ccledger.store.migrations import HEAD
 
 BOOK = PriceBook.load()

@@ -98,7 +98,9 @@ class StrictEstimator:
     tool-use system prompt is a few hundred tokens). Not a bound for images and PDFs whose billed tokens
     can exceed their base64 size (rare: an image's tokens are far fewer than its bytes); thinking tokens
     are inside ``max_tokens``. Using the same ``prompt`` total for the tier test as settlement does means
-    a request that settles in the long-context tier is always estimated in it too.
+    a request that settles in the long-context tier is always estimated in it too; and as a bound above
+    the tier threshold is also priced at the threshold itself, a request that settles below it (where
+    fast mode may cost more than the long-context tier) is bounded as well.
 
     Modifiers, each taken at its dearest where the body does not settle it:
 
@@ -143,18 +145,26 @@ class StrictEstimator:
             rounds = searches + 1
             prompt = rounds * (prompt + output) + self.web_search_result_tokens * searches * rounds // 2
         geo = shape.inference_geo or ASSUMED_GEO
+        sizes = [prompt]
+        entry = self.book.resolve(shape.model)
+        if entry is not None:
+            period = entry.period_at(shape.ts)
+            if period.long_context is not None and prompt > period.long_context_threshold:
+                # Price is not monotone across the tier boundary (fast mode without fast long-context
+                # rates is dearer below it), so the largest prompt below the boundary is a candidate too.
+                sizes.append(period.long_context_threshold)
         best = (0, False)
-        for kind in _PROMPT_KINDS:
-            tokens = TokenCounts(output=output, **{kind: prompt})
-            quote = self.book.quote(
-                shape.model,
-                shape.ts,
-                tokens,
-                web_search_requests=searches,
-                inference_geo=geo,
-                speed=shape.speed,
-            )
-            best = max(best, (quote.cost_nanos, quote.long_context))
+        for size in sizes:
+            for kind in _PROMPT_KINDS:
+                quote = self.book.quote(
+                    shape.model,
+                    shape.ts,
+                    TokenCounts(output=output, **{kind: size}),
+                    web_search_requests=searches,
+                    inference_geo=geo,
+                    speed=shape.speed,
+                )
+                best = max(best, (quote.cost_nanos, quote.long_context))
         return best
 
     def estimate(self, shape: RequestShape) -> Estimate:

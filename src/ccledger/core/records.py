@@ -108,3 +108,19 @@ class UsageRecord:
     def completeness(self) -> int:
         """Larger means more of the request's usage was seen; the most complete duplicate wins."""
         return self.tokens.total + self.web_search_requests
+
+
+@dataclass(slots=True)
+class FileCursor:
+    """How far a source file has been read: its identity (device:inode), a hash of its first bytes (to
+    notice a rewrite in place), its size and mtime when read, and the offset and line number just past
+    the last complete line. Sources update it; the store keeps it between runs."""
+
+    path: str
+    identity: str
+    head_hash: str
+    size: int
+    mtime_ns: int
+    offset: int
+    line_no: int
+    bad_lines: int

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ccledger.core.pricing import PriceBook
+from ccledger.core.records import FileCursor
 from ccledger.sources.transcripts import (
     FileScan,
-    FileState,
     RefreshStats,
     discover,
     pending,
@@ -21,7 +21,7 @@ from ccledger.sources.transcripts import (
     scan_many,
     transcript_dirs,
 )
-from ccledger.store.ledger import CodeChange, FileCursor, Ledger, price_record, row_of, to_ms
+from ccledger.store.ledger import CodeChange, Ledger, price_record, row_of, to_ms
 
 BATCH_RECORDS = 50_000
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
@@ -33,7 +33,7 @@ Row = tuple[object, ...]
 _book: PriceBook | None = None
 
 
-def _scan_and_price(path: Path, prev: FileState | None) -> tuple[FileScan, list[Row]] | None:
+def _scan_and_price(path: Path, prev: FileCursor | None) -> tuple[FileScan, list[Row]] | None:
     """Scan one file and turn its records into priced store rows, in the worker, so the parent only
     merges rows and writes them. Duplicates within the file are settled here already."""
     scan = scan_file(path, prev)
@@ -69,10 +69,7 @@ def refresh(
     stats.dirs = transcript_dirs(roots, extra_paths)
     files = discover(stats.dirs)
     stats.files_seen = len(files)
-    known = {
-        path: FileState(c.path, c.identity, c.head_hash, c.size, c.mtime_ns, c.offset, c.line_no, c.bad_lines)
-        for path, c in ledger.cursors().items()
-    }
+    known = ledger.cursors()
     work = list(pending(files, known))
     total = sum(n for _, _, n in work)
     hook = progress(total) if progress else None
@@ -118,10 +115,7 @@ def refresh(
                 batch_rows[key] = row  # type: ignore[index]
         for p in scan.patches:
             batch_changes.append(CodeChange(p.line_key, p.session_id, to_ms(p.ts), p.added, p.removed))
-        s = scan.state
-        batch_cursors.append(
-            FileCursor(s.path, s.identity, s.head_hash, s.size, s.mtime_ns, s.offset, s.line_no, s.bad_lines)
-        )
+        batch_cursors.append(scan.state)
         if len(batch_rows) >= BATCH_RECORDS:
             flush()
     if batch_rows or batch_changes or batch_cursors:

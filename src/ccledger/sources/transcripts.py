@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ccledger.core.records import SOURCE_TRANSCRIPT, SYNTHETIC_MODEL, TokenCounts, UsageRecord
+from ccledger.core.records import SOURCE_TRANSCRIPT, SYNTHETIC_MODEL, FileCursor, TokenCounts, UsageRecord
 
 T = TypeVar("T")
 HEAD_BYTES = 1024
@@ -129,22 +129,8 @@ class PatchCount:
 
 
 @dataclass(slots=True)
-class FileState:
-    """What is remembered about a file between runs (mirrors ``store.ledger.FileCursor``)."""
-
-    path: str
-    identity: str
-    head_hash: str
-    size: int
-    mtime_ns: int
-    offset: int
-    line_no: int
-    bad_lines: int
-
-
-@dataclass(slots=True)
 class FileScan:
-    state: FileState
+    state: FileCursor
     records: list[UsageRecord] = field(default_factory=list)
     patches: list[PatchCount] = field(default_factory=list)
     bad: list[BadLine] = field(default_factory=list)
@@ -222,7 +208,7 @@ def _head_hash(mm: mmap.mmap | bytes, n: int) -> str:
     return f"{n}:{hashlib.sha1(mm[:n]).hexdigest()}"
 
 
-def plan_read(path: Path, prev: FileState | None) -> tuple[FileState, int] | None:
+def plan_read(path: Path, prev: FileCursor | None) -> tuple[FileCursor, int] | None:
     """Decide where to start reading ``path``: None when nothing changed since ``prev``."""
     st = path.stat()
     identity = f"{st.st_dev}:{st.st_ino}"
@@ -230,7 +216,7 @@ def plan_read(path: Path, prev: FileState | None) -> tuple[FileState, int] | Non
         prev.mtime_ns == st.st_mtime_ns
     ):
         return None
-    state = FileState(str(path), identity, "", st.st_size, st.st_mtime_ns, 0, 0, 0)
+    state = FileCursor(str(path), identity, "", st.st_size, st.st_mtime_ns, 0, 0, 0)
     if prev is not None and prev.identity == identity and st.st_size >= prev.offset:
         state.head_hash = prev.head_hash
         state.offset, state.line_no, state.bad_lines = prev.offset, prev.line_no, prev.bad_lines
@@ -238,12 +224,12 @@ def plan_read(path: Path, prev: FileState | None) -> tuple[FileState, int] | Non
     return state, 0
 
 
-def scan_file(path: Path, prev: FileState | None) -> FileScan | None:
+def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
     """Read what is new in one file. Never raises for file contents; an OS error is reported."""
     try:
         planned = plan_read(path, prev)
     except OSError as exc:
-        return FileScan(FileState(str(path), "", "", 0, 0, 0, 0, 0), error=str(exc))
+        return FileScan(FileCursor(str(path), "", "", 0, 0, 0, 0, 0), error=str(exc))
     if planned is None:
         return None
     state, start = planned
@@ -677,7 +663,7 @@ class RefreshStats:
     dirs: list[Path] = field(default_factory=list)
 
 
-def pending(files: list[Path], known: dict[str, FileState]) -> Iterator[tuple[Path, FileState | None, int]]:
+def pending(files: list[Path], known: dict[str, FileCursor]) -> Iterator[tuple[Path, FileCursor | None, int]]:
     """Files with new bytes, with how many bytes are probably new (for the progress bar)."""
     for path in files:
         prev = known.get(str(path))
@@ -695,8 +681,8 @@ def pending(files: list[Path], known: dict[str, FileState]) -> Iterator[tuple[Pa
 
 
 def scan_many(
-    work: list[tuple[Path, FileState | None, int]],
-    scan: Callable[[Path, FileState | None], T],
+    work: list[tuple[Path, FileCursor | None, int]],
+    scan: Callable[[Path, FileCursor | None], T],
     *,
     workers: int = 1,
     on_file: Callable[[T, int], None] | None = None,

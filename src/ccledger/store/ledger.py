@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ccledger.core.pricing import PriceBook
-from ccledger.core.records import TokenCounts, UsageRecord
+from ccledger.core.records import FileCursor, TokenCounts, UsageRecord
 from ccledger.store.layout import ROLLUP_BUCKET_MS, ROLLUP_DIMS, SUM_COLS, USAGE_COLUMNS
 
 if TYPE_CHECKING:
@@ -78,18 +78,6 @@ def row_of(p: PricedRow) -> tuple[object, ...]:
 
 
 @dataclass(slots=True)
-class FileCursor:
-    path: str
-    identity: str
-    head_hash: str
-    size: int
-    mtime_ns: int
-    offset: int
-    line_no: int
-    bad_lines: int
-
-
-@dataclass(slots=True)
 class CodeChange:
     line_key: str
     session_id: str
@@ -111,6 +99,22 @@ class RollupRow:
     unknown_requests: int
     first_ms: int
     last_ms: int
+
+
+@contextmanager
+def _in_transaction(conn: Any, *, begin: bool) -> Iterator[Any]:
+    cur = conn.cursor()
+    if begin:  # sqlite3 in autocommit mode: open the transaction explicitly
+        cur.execute("BEGIN")
+    try:
+        yield cur
+    except BaseException:
+        conn.rollback()
+        raise
+    else:
+        conn.commit()
+    finally:
+        cur.close()
 
 
 class Ledger:
@@ -194,32 +198,13 @@ class Ledger:
     def _tx(self) -> Iterator[Any]:
         """A DB-API cursor inside a transaction: committed on success, rolled back on error."""
         if self.dialect == "sqlite":
-            with self._lock:
-                conn = self._sqlite_conn()
-                cur = conn.cursor()
-                cur.execute("BEGIN")
-                try:
-                    yield cur
-                except BaseException:
-                    conn.rollback()
-                    raise
-                else:
-                    conn.commit()
-                finally:
-                    cur.close()
+            with self._lock, _in_transaction(self._sqlite_conn(), begin=True) as cur:
+                yield cur
             return
         conn = self.engine.raw_connection()
         try:
-            cur = conn.cursor()
-            try:
+            with _in_transaction(conn, begin=False) as cur:  # psycopg opens one implicitly
                 yield cur
-            except BaseException:
-                conn.rollback()
-                raise
-            else:
-                conn.commit()
-            finally:
-                cur.close()
         finally:
             conn.close()  # back to the pool
 
