@@ -659,9 +659,9 @@ PEER_RULES: dict[str, PeerRules] = {
         cw1h_multiplier=Decimal("1.25"),
         bedrock_regional_premium=None,
         line_level_note=(
-            "keeps the FIRST line of a streamed message (a mid-stream snapshot with a small output_tokens), "
-            "counts /btw sidechain replays and lines without requestId once per line, and counts some lines "
-            "a correct reader rejects"
+            "keeps the FIRST line of a streamed message (a mid-stream snapshot with a small output_tokens); "
+            "counts /btw sidechain replays and lines without requestId once per line; counts malformed "
+            "assistant lines a correct reader rejects (invalid UTF-8, neither message.id nor requestId)"
         ),
     ),
     "ccusage20": PeerRules(
@@ -670,8 +670,8 @@ PEER_RULES: dict[str, PeerRules] = {
         cw1h_multiplier=Decimal(2),
         bedrock_regional_premium=Decimal("1.1"),
         line_level_note=(
-            "counts every line of a message without requestId (same message.id) as its own request, "
-            "and counts some lines a correct reader rejects"
+            "counts every line of a message without requestId (same message.id) as its own request, and "
+            "counts assistant lines with neither message.id nor requestId (a correct reader rejects them)"
         ),
     ),
 }

@@ -2,7 +2,9 @@
 
 ``store_url`` yields a migrated, empty store: a fresh copy of a template SQLite file, or a private
 PostgreSQL schema (selected through the connection's ``search_path``) truncated before each test.
-The PostgreSQL variants are marked ``postgres`` and skip with the reason when the server is absent.
+The PostgreSQL variants are marked ``postgres`` and skip with the reason when the server is absent, or
+fail when ``CCLEDGER_TEST_REQUIRE_SERVICES`` is set (CI sets it, so a missing service cannot turn the
+PostgreSQL half of the suite into silent skips).
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from pathlib import Path
 import pytest
 
 PG_URL = os.environ.get("CCLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_SERVICES_ENV = "CCLEDGER_TEST_REQUIRE_SERVICES"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip when a service is absent, unless the run requires services (CI): then fail."""
+    if os.environ.get(REQUIRE_SERVICES_ENV):
+        pytest.fail(f"{reason} ({REQUIRE_SERVICES_ENV} is set)", pytrace=False)
+    pytest.skip(reason)
 
 
 def _pg_unreachable_reason() -> str | None:
@@ -35,9 +45,9 @@ def pg_skip_reason() -> str | None:
 
 @pytest.fixture(scope="session")
 def pg_url(pg_skip_reason: str | None) -> str:
-    """The PostgreSQL test database URL; skips the test when the server is not reachable."""
+    """The PostgreSQL test database URL; skips (or fails, see ``skip_or_fail``) when it is unreachable."""
     if pg_skip_reason:
-        pytest.skip(pg_skip_reason)
+        skip_or_fail(pg_skip_reason)
     return PG_URL
 
 
@@ -88,14 +98,15 @@ def _truncate(url: str) -> None:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path, pg_skip_reason: str | None) -> Iterator[str]:
     """A migrated, empty store: a copy of a template SQLite file, or the session's PostgreSQL schema
-    with every table truncated. The PostgreSQL variant skips (with the reason) when the server is absent."""
+    with every table truncated. The PostgreSQL variant skips (with the reason) when the server is absent,
+    or fails when services are required."""
     if request.param == "sqlite":
         target = tmp_path / "ledger.db"
         shutil.copyfile(request.getfixturevalue("_sqlite_template"), target)
         yield f"sqlite:///{target}"
         return
     if pg_skip_reason:
-        pytest.skip(pg_skip_reason)
+        skip_or_fail(pg_skip_reason)
     url = request.getfixturevalue("_pg_schema")
     _truncate(url)
     yield url

@@ -1,7 +1,8 @@
 """Store fixtures: every identity test runs on a fresh SQLite file and on a private PostgreSQL schema.
 
 PostgreSQL isolation uses a throw-away schema per test, selected through the connection's
-``search_path`` option, so tests never see each other's rows and need no truncation order.
+``search_path`` option, so tests never see each other's rows and need no truncation order. Without a
+server the PostgreSQL variants skip, or fail when ``CCLEDGER_TEST_REQUIRE_SERVICES`` is set (CI).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path, pg_skip_reason) -> Itera
         yield f"sqlite:///{tmp_path / 'identity.db'}"
         return
     if pg_skip_reason:
+        if os.environ.get("CCLEDGER_TEST_REQUIRE_SERVICES"):  # CI: a missing server is a failure
+            pytest.fail(f"{pg_skip_reason} (CCLEDGER_TEST_REQUIRE_SERVICES is set)", pytrace=False)
         pytest.skip(pg_skip_reason)
     import psycopg
 

@@ -3,13 +3,12 @@
 Why raw ASGI instead of a framework route: every microsecond here is added latency on every Claude Code
 request. The handler touches only what it must: the header list (credential, attribution), the body bytes
 (passed upstream untouched; one msgspec pass, ``body.parse_head``, reads the few fields admission
-prices), and the
-response (relayed chunk by chunk while an incremental parser picks out usage). Everything else, ledger
-writes included, happens off the request path.
+prices), and the response (relayed chunk by chunk while an incremental parser picks out usage).
+Everything else, ledger writes included, happens off the request path.
 
 Limits: admission (spend reservation + rate-limit buckets) runs before forwarding; every exit path after
 it either settles (the request ran and was metered) or releases (it failed or never started), see
-``limits.Admission``.
+``limits.Ticket``.
 """
 
 from __future__ import annotations

@@ -30,7 +30,9 @@ class _ServerToolUse(msgspec.Struct):
     web_search_requests: int | None = None
 
 
-class _Usage(msgspec.Struct):
+class WireUsage(msgspec.Struct):
+    """The API's usage object, as both the gateway (responses) and transcripts (lines) carry it."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
@@ -42,10 +44,10 @@ class _Usage(msgspec.Struct):
     speed: str | None = None
 
 
-class _Message(msgspec.Struct):
+class WireMessage(msgspec.Struct):
     id: str | None = None
     model: str | None = None
-    usage: _Usage | None = None
+    usage: WireUsage | None = None
 
 
 class _Delta(msgspec.Struct):
@@ -61,8 +63,8 @@ class _ErrorBody(msgspec.Struct):
 
 class _Event(msgspec.Struct):
     type: str = ""
-    message: _Message | None = None
-    usage: _Usage | None = None
+    message: WireMessage | None = None
+    usage: WireUsage | None = None
     delta: _Delta | None = None
     error: _ErrorBody | None = None
 
@@ -71,7 +73,7 @@ class _DeltaEvent(msgspec.Struct):
     delta: _Delta | None = None
 
 
-_message_decoder = msgspec.json.Decoder(_Message)
+_message_decoder = msgspec.json.Decoder(WireMessage)
 _event_decoder = msgspec.json.Decoder(_Event)
 _delta_decoder = msgspec.json.Decoder(_DeltaEvent)
 
@@ -87,7 +89,8 @@ class Usage:
     speed: str | None = None
 
 
-def _to_usage(u: _Usage) -> Usage:
+def usage_from_wire(u: WireUsage) -> Usage:
+    """The ledger's view of a wire usage block: one rule for every source (cache split included)."""
     cc = u.cache_creation
     w5, w1 = split_cache_writes(
         u.cache_creation_input_tokens,
@@ -122,10 +125,10 @@ def parse_message_json(body: bytes) -> ParsedMessage:
         m = _message_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return ParsedMessage(None, None, None)
-    return ParsedMessage(m.id, m.model, _to_usage(m.usage) if m.usage is not None else None)
+    return ParsedMessage(m.id, m.model, usage_from_wire(m.usage) if m.usage is not None else None)
 
 
-def merge_delta(start: _Usage | None, delta: _Usage | None) -> _Usage | None:
+def merge_delta(start: WireUsage | None, delta: WireUsage | None) -> WireUsage | None:
     """``message_start`` usage overwritten by the non-null fields of the last ``message_delta`` usage."""
     if start is None:
         return delta
@@ -156,8 +159,8 @@ class StreamMeter:
 
     def __init__(self) -> None:
         self._buf = b""
-        self._start_usage: _Usage | None = None
-        self._delta_usage: _Usage | None = None
+        self._start_usage: WireUsage | None = None
+        self._delta_usage: WireUsage | None = None
         self.message_id: str | None = None
         self.model: str | None = None
         self.chars = 0
@@ -217,7 +220,7 @@ class StreamMeter:
         merged = merge_delta(self._start_usage, self._delta_usage)
         if merged is None:
             return None
-        u = _to_usage(merged)
+        u = usage_from_wire(merged)
         if aborted or self._delta_usage is None:
             floor = math.ceil(self.chars / 4)
             if floor > u.tokens.output:

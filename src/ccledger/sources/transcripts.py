@@ -26,7 +26,8 @@ from typing import TypeVar
 
 import msgspec
 
-from ccledger.core.records import SOURCE_TRANSCRIPT, SYNTHETIC_MODEL, FileCursor, TokenCounts, UsageRecord
+from ccledger.core.records import SOURCE_TRANSCRIPT, SYNTHETIC_MODEL, FileCursor, UsageRecord
+from ccledger.sources.anthropic_usage import WireMessage, usage_from_wire
 
 T = TypeVar("T")
 HEAD_BYTES = 1024
@@ -43,33 +44,6 @@ _PATCH_MARK = b'"structuredPatch"'
 # --- the parts of a line we read ------------------------------------------------------------------
 
 
-class _CacheCreation(msgspec.Struct):
-    ephemeral_5m_input_tokens: int | None = None
-    ephemeral_1h_input_tokens: int | None = None
-
-
-class _ServerToolUse(msgspec.Struct):
-    web_search_requests: int | None = None
-
-
-class _Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation: _CacheCreation | None = None
-    server_tool_use: _ServerToolUse | None = None
-    service_tier: str | None = None
-    inference_geo: str | None = None
-    speed: str | None = None
-
-
-class _Message(msgspec.Struct):
-    id: str | None = None
-    model: str | None = None
-    usage: _Usage | None = None
-
-
 class _AssistantLine(msgspec.Struct):
     type: str | None = None
     timestamp: str | None = None
@@ -81,7 +55,7 @@ class _AssistantLine(msgspec.Struct):
     isApiErrorMessage: bool | None = None
     requestId: str | None = None
     agentId: str | None = None
-    message: _Message | None = None
+    message: WireMessage | None = None
 
 
 class _Hunk(msgspec.Struct):
@@ -590,33 +564,20 @@ def _record(
     if not key:
         return "assistant line without message.id or requestId"
     u = msg.usage
-    writes = u.cache_creation_input_tokens or 0
-    cc = u.cache_creation
-    split = cc is not None and (
-        cc.ephemeral_5m_input_tokens is not None or cc.ephemeral_1h_input_tokens is not None
-    )
-    if split:
-        assert cc is not None
-        w1h = cc.ephemeral_1h_input_tokens or 0
-        w5m = cc.ephemeral_5m_input_tokens or 0
-        if w5m + w1h < writes:  # a split that does not cover the total: the rest is 5m (the default TTL)
-            w5m = writes - w1h
-    else:
-        w5m, w1h = writes, 0
-    tokens = TokenCounts(u.input_tokens or 0, u.output_tokens or 0, w5m, w1h, u.cache_read_input_tokens or 0)
+    usage = usage_from_wire(u)
+    tokens = usage.tokens
     if min(tokens.input, tokens.output, tokens.cache_write_5m, tokens.cache_write_1h, tokens.cache_read) < 0:
         return "negative token count"
-    stu = u.server_tool_use
     return UsageRecord(
         ts=ts,
         source=SOURCE_TRANSCRIPT,
         dedupe_key="msg:" + key,
         model=model,
         tokens=tokens,
-        web_search_requests=(stu.web_search_requests or 0) if stu is not None else 0,
-        service_tier=u.service_tier,
-        inference_geo=u.inference_geo,
-        speed=u.speed,
+        web_search_requests=usage.web_search_requests,
+        service_tier=usage.service_tier,
+        inference_geo=usage.inference_geo,
+        speed=usage.speed,
         session_id=parent_session or obj.sessionId or "",
         project=obj.cwd or "",
         git_branch=obj.gitBranch or "",
