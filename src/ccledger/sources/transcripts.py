@@ -302,23 +302,19 @@ def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
     body = seg[:-1] if seg.endswith(b"\n") else seg
     js: int | None = None
     if body.strip():
-        if not _may_have_blank_lines(body):
-            arr, where = b"[" + body.replace(b"\n", b",") + b"]", None
-        else:  # blank lines would read as empty elements: leave them out and map offsets back
-            starts, parts, pos = [], [], 0
-            for part in body.split(b"\n"):
-                if part.strip():
-                    starts.append(pos)
-                    parts.append(part)
-                pos += len(part) + 1
-            arr, where = b"[" + b",".join(parts) + b"]", (starts, parts)
-        try:
-            _validate_array(arr)
-        except msgspec.ValidationError:  # e.g. a line that is a number, not an object
-            js = -1
-        except msgspec.DecodeError as exc:
-            m = _BYTE_POS.search(str(exc))
-            js = -1 if m is None else _seg_offset(int(m.group(1)), where, len(seg))
+        js = _array_error(b"[" + body.replace(b"\n", b",") + b"]", None, len(seg))
+        if js is not None and js >= 0:
+            ls = body.rfind(b"\n", 0, js) + 1
+            le = body.find(b"\n", js)
+            if not body[ls : le if le != -1 else len(body)].strip():
+                # A blank line reads as an empty element: leave blank lines out and map offsets back.
+                starts, parts, pos = [], [], 0
+                for part in body.split(b"\n"):
+                    if part.strip():
+                        starts.append(pos)
+                        parts.append(part)
+                    pos += len(part) + 1
+                js = _array_error(b"[" + b",".join(parts) + b"]", (starts, parts), len(seg))
     if js == -1:
         return -1
     if utf is None or js is None:
@@ -326,12 +322,16 @@ def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
     return min(utf, js)
 
 
-def _may_have_blank_lines(body: bytes) -> bool:
-    """True when a line may be empty or whitespace only (a few substring tests, no per-line work)."""
-    return (
-        b"\n\n" in body or b"\n " in body or b"\n\t" in body or b"\n\r" in body
-        or body[:1] in (b"\n", b" ", b"\t", b"\r") or body.endswith(b"\n")
-    )  # fmt: skip
+def _array_error(arr: bytes, where: tuple[list[int], list[bytes]] | None, size: int) -> int | None:
+    """None if ``arr`` is a valid array of objects, else the segment offset of the error (-1: unknown)."""
+    try:
+        _validate_array(arr)
+    except msgspec.ValidationError:  # e.g. a line that is a number, not an object
+        return -1
+    except msgspec.DecodeError as exc:
+        m = _BYTE_POS.search(str(exc))
+        return -1 if m is None else _seg_offset(int(m.group(1)), where, size)
+    return None
 
 
 def _seg_offset(at: int, where: tuple[list[int], list[bytes]] | None, size: int) -> int:
