@@ -22,13 +22,7 @@ def make_engine(url: str) -> Engine:
         path = url.split(":///", 1)[1] if ":///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # The driver's own transaction handling would commit each DDL statement on its own (one sync
-        # each: seconds for a new ledger); let SQLAlchemy issue BEGIN so a migration is one transaction.
-        engine = create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN")
+        engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
