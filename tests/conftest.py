@@ -9,38 +9,18 @@ PostgreSQL half of the suite into silent skips).
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PG_URL = os.environ.get("CCLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRE_SERVICES_ENV = "CCLEDGER_TEST_REQUIRE_SERVICES"
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skip when a service is absent, unless the run requires services (CI): then fail."""
-    if os.environ.get(REQUIRE_SERVICES_ENV):
-        pytest.fail(f"{reason} ({REQUIRE_SERVICES_ENV} is set)", pytrace=False)
-    pytest.skip(reason)
-
-
-def _pg_unreachable_reason() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=3):
-            return None
-    except Exception as exc:  # any failure means "no server to test against"
-        return f"PostgreSQL at {PG_URL} unreachable: {exc.__class__.__name__}: {exc}"
+from tests.support.pg import PG_URL, private_schema, skip_or_fail, unreachable_reason
 
 
 @pytest.fixture(scope="session")
 def pg_skip_reason() -> str | None:
-    return _pg_unreachable_reason()
+    return unreachable_reason()
 
 
 @pytest.fixture(scope="session")
@@ -67,21 +47,11 @@ def _pg_schema(pg_skip_reason: str | None) -> Iterator[str]:
     if pg_skip_reason:
         yield ""
         return
-    import psycopg
-
     from ccledger.store.ledger import Ledger
 
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    url = f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    Ledger.open(url).close()
-    try:
+    with private_schema() as url:
+        Ledger.open(url).close()
         yield url
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _truncate(url: str) -> None:

@@ -1,46 +1,26 @@
 """A fresh ledger per test on each engine: a SQLite file, and a private schema in the machine's
-PostgreSQL (skipped with the reason when no server answers, failed instead when CI requires it)."""
+PostgreSQL (see ``tests.support.pg`` for skip/fail rules)."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-PG_BASE = os.environ.get("CCLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def pg_available() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_BASE, connect_timeout=3):
-            return None
-    except Exception as exc:  # any failure to connect means "absent" here
-        return f"PostgreSQL not reachable at {PG_BASE}: {exc}"
+from tests.support.pg import private_schema, skip_or_fail, unreachable_reason
 
 
 def pg_schema_url() -> Iterator[str]:
-    reason = pg_available()
+    reason = unreachable_reason()
     if reason:
-        if os.environ.get("CCLEDGER_TEST_REQUIRE_SERVICES"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    import psycopg
+        skip_or_fail(reason)
+    with private_schema() as url:
+        try:
+            yield url
+        finally:
+            from ccledger.store import engine as eng
 
-    schema = "t_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-    finally:
-        from ccledger.store import engine as eng
-
-        eng._migrated.clear()
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            eng._migrated.clear()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -7,28 +7,16 @@ server the PostgreSQL variants skip, or fail when ``CCLEDGER_TEST_REQUIRE_SERVIC
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-PG_URL = os.environ.get("CCLEDGER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _pg_unreachable_reason() -> str | None:
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=3):
-            return None
-    except Exception as exc:  # any failure means "no server to test against"
-        return f"PostgreSQL at {PG_URL} unreachable: {exc.__class__.__name__}: {exc}"
+from tests.support.pg import private_schema, skip_or_fail, unreachable_reason
 
 
 @pytest.fixture(scope="session")
 def pg_skip_reason() -> str | None:
-    return _pg_unreachable_reason()
+    return unreachable_reason()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -38,20 +26,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path, pg_skip_reason) -> Itera
         yield f"sqlite:///{tmp_path / 'identity.db'}"
         return
     if pg_skip_reason:
-        if os.environ.get("CCLEDGER_TEST_REQUIRE_SERVICES"):  # CI: a missing server is a failure
-            pytest.fail(f"{pg_skip_reason} (CCLEDGER_TEST_REQUIRE_SERVICES is set)", pytrace=False)
-        pytest.skip(pg_skip_reason)
-    import psycopg
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        skip_or_fail(pg_skip_reason)
+    with private_schema() as url:
+        yield url
 
 
 @pytest.fixture
