@@ -318,3 +318,28 @@ def test_reserved_always_equals_live_holds_and_spend_counts_each_id_once(script:
             assert state.spent_nanos == spent
 
     asyncio.run(run())
+
+
+def test_memory_stays_bounded_under_many_settled_requests():
+    """Each settled request is remembered (for duplicate detection) without its counters, and only up
+    to max_finished ids: a long-running gateway must not grow without limit."""
+    import tracemalloc
+
+    c = MemoryCounters(max_finished=2_000)
+    items = [ReserveItem(f"user:u{i % 5}", "daily:2026-06-02", 10, None) for i in range(3)]
+
+    async def run(n: int, offset: int) -> None:
+        for i in range(offset, offset + n):
+            rid = f"req_{i:08d}"
+            await c.reserve(rid, items, 900, at(i * 0.001))
+            await c.settle(rid, 7, at(i * 0.001))
+
+    asyncio.run(run(2_000, 0))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    asyncio.run(run(20_000, 2_000))
+    grown = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(c._finished) == 2_000
+    assert all(f.targets == () for f in c._finished.values())
+    assert grown < 20_000 * 100, f"grew {grown} bytes over 20,000 requests"

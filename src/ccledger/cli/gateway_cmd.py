@@ -59,4 +59,7 @@ def gateway(
         access_log=False,  # the gateway logs its own structured lines, never keys or prompts
         log_level=settings.log_level.lower(),
         timeout_keep_alive=75,
+        # The upstream's own Date and Server headers are relayed; uvicorn's would duplicate them.
+        server_header=False,
+        date_header=False,
     )

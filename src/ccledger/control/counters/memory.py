@@ -80,6 +80,7 @@ class MemoryCounters:
     * ``finished_ttl_s`` / ``max_finished``: how long and how many finished request ids are remembered, so
       a second settle is recognised as a duplicate and a settle after expiry/release still finds the
       counters its reservation touched. Past either bound an id is forgotten (a settle then needs targets).
+      The defaults (1 h, 50,000 ids) bound memory: a gateway settles each request once, within its lease.
     * ``period_retention_s``: counters of a period are dropped this long after the period ends; admission
       only ever reads current periods, and late settles of the previous period still land meanwhile.
     """
@@ -87,8 +88,8 @@ class MemoryCounters:
     def __init__(
         self,
         *,
-        finished_ttl_s: float = 86_400.0,
-        max_finished: int = 1_000_000,
+        finished_ttl_s: float = 3_600.0,
+        max_finished: int = 50_000,
         period_retention_s: float = 2 * 86_400.0,
     ) -> None:
         if finished_ttl_s <= 0 or max_finished <= 0 or period_retention_s < 0:
@@ -135,7 +136,7 @@ class MemoryCounters:
             self._slot(target).reserved += item.amount_nanos
         lease = _Lease(tuple((t, i.amount_nanos) for t, i in zip(targets, items, strict=True)), now_s + ttl_s)
         self._leases[request_id] = lease
-        heapq.heappush(self._lease_queue, (lease.expires_at, next(self._seq), request_id))
+        self._queue_lease(request_id, lease.expires_at)
         return ReserveResult(True, states)
 
     async def extend(self, request_id: str, ttl_s: float, now: datetime) -> bool:
@@ -147,7 +148,7 @@ class MemoryCounters:
             return False
         lease.expires_at = max(lease.expires_at, now_s + ttl_s)
         # The old queue entry stays; when it pops, the lease's later expiry tells the purge to skip it.
-        heapq.heappush(self._lease_queue, (lease.expires_at, next(self._seq), request_id))
+        self._queue_lease(request_id, lease.expires_at)
         return True
 
     async def settle(
@@ -288,8 +289,20 @@ class MemoryCounters:
             if slot is not None:  # None only if the period was already pruned
                 slot.reserved -= amount
 
+    def _queue_lease(self, rid: str, expires_at: float) -> None:
+        heapq.heappush(self._lease_queue, (expires_at, next(self._seq), rid))
+        # Settled or released leases leave their entry behind until it falls due (up to the lease TTL):
+        # at high request rates those pile up, so rebuild the queue from live leases once they dominate.
+        if len(self._lease_queue) > 2 * len(self._leases) + 1024:
+            self._lease_queue = [(lease.expires_at, next(self._seq), r) for r, lease in self._leases.items()]
+            heapq.heapify(self._lease_queue)
+
     def _remember(self, rid: str, state: str, targets: tuple[SpendTarget, ...], at_s: float) -> None:
-        self._finished[rid] = _Finished(state, targets, at_s + self._finished_ttl_s)
+        # A settled id only has to be recognised as a duplicate; only a released or expired one needs
+        # its counters (a late settle still adds there). Keeping no targets for settled ids keeps the
+        # memory per remembered request to its id.
+        kept = () if state == _SETTLED else targets
+        self._finished[rid] = _Finished(state, kept, at_s + self._finished_ttl_s)
         self._finished.move_to_end(rid)
         while len(self._finished) > self._max_finished:
             self._finished.popitem(last=False)
