@@ -61,7 +61,10 @@ def test_gateway_command_with_two_workers(tmp_path, fake_upstream, _sqlite_templ
         fake_upstream.clear()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"x-api-key": key}) as c:
             for _ in range(6):
-                assert c.post("/v1/messages", content=body()).status_code == 200
+                r = c.post("/v1/messages", content=body())
+                assert r.status_code == 200
+                # the upstream's Date/Server are relayed once, not doubled by the server's own
+                assert len(r.headers.get_list("date")) == 1 and len(r.headers.get_list("server")) <= 1
         assert all(r.header("x-api-key") == UPSTREAM_KEY for r in fake_upstream.requests)
     finally:
         proc.send_signal(signal.SIGTERM)
