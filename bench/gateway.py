@@ -17,7 +17,10 @@ What it does (``python bench/gateway.py --help``), everything on 127.0.0.1:
 3. **Sequential latency**: ``--requests`` non-stream requests (~200-byte body) per target with one
    keep-alive ``httpx.Client`` per target, then as many streaming requests (time to the first body
    byte, i.e. the first SSE event, and to the end). The targets are *interleaved* request by request,
-   so a burst of noise on the machine hits all three alike instead of whichever ran at that moment.
+   so a burst of noise on the machine hits them alike instead of whichever ran at that moment. Block A
+   is direct, direct-x (a second upstream on the proxy's core, for reference) and ccledger; LiteLLM is
+   timed in block B against its own direct baseline, because its work after each response would
+   otherwise land on the next request sharing its core.
 4. **Throughput**: ``--concurrency`` (32) async clients (aiohttp, uvloop) in a *separate process* for
    ``--seconds`` each, non-stream, against direct, ccledger and LiteLLM in turn. The CPU time of every
    process is read from ``/proc`` so the table can say whether the proxy or the harness was the limit.
@@ -835,21 +838,25 @@ def print_report(seq: dict[str, Seq], loads: dict[str, Load], rss: dict[str, dic
               f"{fmt(s.stream_total.p50):>16} {fmt(s.stream_total.p95):>7} │ {s.errors:>6} │ "
               f"{fmt(s.cpu_ms_plain):>10} {fmt(s.cpu_ms_stream):>7}")
     print("  (CPU ms/req: the server's own CPU per request, non-stream and stream; for direct rows, the fake upstream's)")
-    print("\nAdded latency vs direct, ms (proxy − direct, same percentile)")
-    print(f"{'proxy':<21} {'p50':>7} {'p95':>7} {'p99':>7} │ {'TTFB p50':>8} {'p95':>7} {'p99':>7} │"
+    print("\nAdded latency, ms (proxy − its direct baseline, same percentile)")
+    print(f"{'proxy vs baseline':<21} {'p50':>7} {'p95':>7} {'p99':>7} │ {'TTFB p50':>8} {'p95':>7} {'p99':>7} │"
           f" {'stream total p50':>16} {'p95':>7}")
-    for n, ref in [(n, "direct") for n in names if n in PROXIES] + [
-        (n, "direct-x") for n in names if n in PROXIES and "direct-x" in seq
-    ]:
+    pairs = [(n, "direct-b" if n == "litellm" and "direct-b" in seq else "direct") for n in names if n in PROXIES]
+    if "direct-x" in seq and "ccledger" in seq:
+        pairs.append(("ccledger", "direct-x"))
+    for n, ref in pairs:
         s, d = seq[n], seq[ref]
-        label = n if ref == "direct" else f"{n} vs direct-x"
+        label = f"{n} vs {ref}"
         print(f"{label:<21} {fmt(s.total.p50 - d.total.p50):>7} {fmt(s.total.p95 - d.total.p95):>7} "
               f"{fmt(s.total.p99 - d.total.p99):>7} │ {fmt(s.stream_ttfb.p50 - d.stream_ttfb.p50):>8} "
               f"{fmt(s.stream_ttfb.p95 - d.stream_ttfb.p95):>7} {fmt(s.stream_ttfb.p99 - d.stream_ttfb.p99):>7} │ "
               f"{fmt(s.stream_total.p50 - d.stream_total.p50):>16} {fmt(s.stream_total.p95 - d.stream_total.p95):>7}")
     if "direct-x" in seq:
         print("  (direct-x: the same fake upstream pinned to the proxy's core, so its requests cross cores as\n"
-              "   proxied ones do; 'vs direct-x' rows leave out what crossing cores costs on this VM)")
+              "   proxied ones do: direct vs direct-x is how much placement alone moves latency on this VM)")
+    if "direct-b" in seq:
+        print("  (litellm is timed in a second block, interleaved with direct-b only: it keeps its core busy after\n"
+              "   each response, which would otherwise land on the next request to share that core)")
     print(f"\nThroughput, {meta['concurrency']} concurrent clients (aiohttp, separate process), non-stream, 1 worker")
     print(f"{'target':<10} {'ok':>7} {'errors':>6} {'RPS':>8} {'lat p50':>8} {'p95':>7} │ {'server CPU':>10}"
           f" {'CPU ms/req':>10} {'upstream':>8} {'client':>7} {'others':>7}")
@@ -906,7 +913,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="also py-spy the gateway during an extra load run; raw stacks and a summary in DIR")
     p.add_argument("--json-out", type=Path, default=BENCH_DIR / "results" / "gateway.json")
-    p.add_argument("--keep", action="store_true", help="keep the work dir (store, logs, config)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work dir (store, configs, server logs) under bench/results/")
     p.add_argument("--load-client", help=argparse.SUPPRESS)  # internal: run as the load generator
     args = p.parse_args(argv)
     if args.quick:
@@ -938,7 +946,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         left = PROCS.leftovers()
         log("all servers stopped" if not left else f"LEFTOVER processes: {left}")
         if args.keep:
-            log(f"kept {work}")
+            kept = BENCH_DIR / "results" / f"gateway-work-{time.strftime('%Y%m%d-%H%M%S')}"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(work), kept)
+            log(f"kept the work dir (store, configs, server logs) as {kept}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -975,14 +986,26 @@ def run(args: argparse.Namespace, work: Path, proxy_cpus: set[int] | None, harne
         log(f"LiteLLM ready at {proxy.base_url} (pid {proxy.process.pid}) after {time.monotonic() - t0:.1f} s")
         targets.append(Target("litellm", proxy.base_url, proxy.master_key, sid=proxy.process.pid))
     proxies = [t for t in targets if t.name in PROXIES]
-    targets[0].serves = 1 + len(proxies)
     for t in targets[1:]:
         log(f"{t.name}: processes {t.server_pids()}, CPUs {affinity_of(t.server_pids())}")
 
     counter = Counter()
+    # Block A: direct, direct-x and ccledger interleaved. LiteLLM gets its own block B with its own
+    # direct baseline: it keeps working for a while after each response (its CPU per request exceeds its
+    # latency), and on the shared proxy core that tail would land on whatever request came next.
+    block_a = [t for t in targets if t.name != "litellm"]
+    block_a[0].serves = 2  # the fake upstream also serves ccledger's requests in this block
     wait_idle(args.wait_idle)
-    log(f"sequential: {args.warmup} warm-up + {args.requests} requests per target, non-stream then stream")
-    seq, gw_headers, seq_others = sequential(targets, args.requests, args.warmup, counter)
+    log(f"sequential A ({', '.join(t.name for t in block_a)}): {args.warmup} warm-up + {args.requests} "
+        "requests per target, non-stream then stream")
+    seq, gw_headers, seq_others = sequential(block_a, args.requests, args.warmup, counter)
+    if "litellm" in PROCS.started:
+        block_b = [Target("direct-b", upstream_url, UPSTREAM_KEY, pids=upstream_pids, serves=2), targets[-1]]
+        wait_idle(args.wait_idle)
+        log("sequential B (direct-b, litellm): same counts")
+        seq_b, _, others_b = sequential(block_b, args.requests, args.warmup, counter)
+        seq.update(seq_b)
+        seq_others = max(seq_others, others_b)
     spend_headers = {k: v for k, v in gw_headers.items() if k.startswith("anthropic-ratelimit-unified")}
     rss_warm = {t.name: sum(status_kb(p, "VmRSS") for p in t.server_pids()) / 1024 for t in proxies}
 
@@ -1048,8 +1071,9 @@ def run(args: argparse.Namespace, work: Path, proxy_cpus: set[int] | None, harne
         checks.insert(5, Check("  (info) same, stream first byte p50 vs direct-x (ms)",
                                c.stream_ttfb.p50 - x.stream_ttfb.p50, "info", None))  # fmt: skip
     if ratio is not None:
+        db = seq.get("direct-b", d)
         checks.insert(len(checks) - 3, Check("  (for reference) LiteLLM added latency p50 (ms)",
-                               seq["litellm"].total.p50 - d.total.p50, "info", None))  # fmt: skip
+                               seq["litellm"].total.p50 - db.total.p50, "info", None))  # fmt: skip
     meta = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
