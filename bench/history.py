@@ -158,7 +158,12 @@ def generator_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def ensure_corpus(label: str, target_bytes: int, seed: int) -> Corpus:
+# ~1.5 MB of transcript per session at 300 requests/session in the generator's default (small-line) mode:
+# about 1.4 KB per line, close to the 1 GB / 900k lines of the peer measurements in transcripts.md.
+DENSE_BYTES_PER_SESSION = 1_490_000
+
+
+def ensure_corpus(label: str, target_bytes: int, seed: int, profile: str = "sparse") -> Corpus:
     """Return the cached corpus for these parameters, building it first if needed.
 
     ``params.json`` is written last, so a build that was interrupted is detected and redone.
@@ -169,6 +174,8 @@ def ensure_corpus(label: str, target_bytes: int, seed: int) -> Corpus:
     root = cdir / "claude"
     restore_corpus(cdir)
     params = {"format": CORPUS_FORMAT, "target_bytes": target_bytes, "seed": seed, "generator": generator_digest()}
+    if profile != "sparse":
+        params["profile"] = profile
     params_file = cdir / "params.json"
     expected_file = cdir / "expected.pickle"
     try:
@@ -186,7 +193,12 @@ def ensure_corpus(label: str, target_bytes: int, seed: int) -> Corpus:
     root.mkdir(parents=True)
     log(f"generating a {mb(target_bytes):,.0f} MB corpus in {root} (seed {seed})")
     start = time.perf_counter()
-    expected = generate(root, seed=seed, big_tool_results=True, target_bytes=target_bytes)
+    if profile == "dense":
+        # Small lines, many requests (the density of real transcripts in the peer measurements).
+        sessions = max(9, round(target_bytes / DENSE_BYTES_PER_SESSION))
+        expected = generate(root, seed=seed, sessions=sessions, requests_per_session=300)
+    else:
+        expected = generate(root, seed=seed, big_tool_results=True, target_bytes=target_bytes)
     built = time.perf_counter() - start
     with expected_file.open("wb") as fh:
         pickle.dump(expected, fh, protocol=pickle.HIGHEST_PROTOCOL)
@@ -951,6 +963,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warm >= 10x faster than ccusage 20; peak RSS below ccusage 18's.",
     )
     parser.add_argument("--size", default="1GB", help="corpus size, e.g. 1GB (default), 300MB, 50MB")
+    parser.add_argument("--profile", choices=("sparse", "dense"), default="sparse",
+                        help="sparse: large tool results, ~90k lines/GB (default); dense: small lines, "
+                             "~700k lines/GB like the peer measurements in transcripts.md")
     parser.add_argument("--full", action="store_true", help="also re-run ccusage 18 after the +1%% append (slow)")
     parser.add_argument("--skip-ccusage18", action="store_true", help="do not run ccusage 18 at all")
     parser.add_argument("--keep", action="store_true",
@@ -971,7 +986,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run18 = not args.skip_ccusage18
     for version in (18, 20) if run18 else (20,):
         install_ccusage(version)  # idempotent: a version check when already installed
-    corpus = ensure_corpus(label, target_bytes, args.seed)
+    if args.profile != "sparse":
+        label = f"{label}-{args.profile}"
+    corpus = ensure_corpus(label, target_bytes, args.seed, args.profile)
     corpus.stats = preread(corpus.root)
     st = corpus.stats
     log(f"corpus: {st.files:,} files, {mb(st.bytes):,.0f} MB, {st.lines:,} lines, {st.usage_lines:,} usage lines "

@@ -214,3 +214,15 @@ def test_wait_admit_gives_up_even_when_the_clock_stands_still():
     decision = _asyncio.run(go())
     assert not decision.ok
     assert sum(slept) <= 120
+
+
+@pytest.mark.asyncio
+async def test_header_pairs_match_headers_and_round_reset_to_the_second():
+    rl = RateLimiter(MemoryCounters(), RatePolicy(per_user=RateLimits(rpm=60, tpm=1000)))
+    t = datetime(2026, 6, 2, 12, 0, 0, 700_000, tzinfo=UTC)
+    for i in range(3):
+        d = await rl.admit("ann", t + timedelta(milliseconds=10 * i))
+        pairs = d.header_pairs()
+        assert pairs == [(k.encode(), v.encode()) for k, v in d.headers().items()]
+        reset = dict(d.headers())["anthropic-ratelimit-requests-reset"]
+        assert reset.endswith("Z") and len(reset) == 20

@@ -290,3 +290,19 @@ async def test_usage_view_and_set_limits() -> None:
     (usage,) = await g.usage(ANN, T0)
     assert usage.period == "weekly" and usage.fraction == pytest.approx(0.25)
     assert usage.reset_at == datetime(2026, 6, 8, tzinfo=UTC)
+
+
+@pytest.mark.asyncio
+async def test_cached_slots_follow_cap_changes_and_period_rollover():
+    g = guard(limit("d", "user", "ann", "daily", 1))
+    first = g.targets(ANN, T0)
+    assert g.targets(ANN, T0) is first  # memoised per principal and UTC day
+    adm = await g.admit("r1", ANN, CENT, T0)
+    assert adm.ok and {u.cap_nanos for u in adm.usage} == {CENT}
+    await g.settle("r1", ANN, CENT, T0)
+    g.set_limits([limit("d", "user", "ann", "daily", 3)])  # a cap change drops the cache
+    adm = await g.admit("r2", ANN, CENT, T0)
+    assert adm.ok and {u.cap_nanos for u in adm.usage} == {3 * CENT}
+    tomorrow = T0 + timedelta(days=1)
+    assert {t.period_key for t in g.targets(ANN, tomorrow)} != {t.period_key for t in first}
+    assert (await g.admit("r3", ANN, 3 * CENT, tomorrow)).ok  # new daily key: the period reset

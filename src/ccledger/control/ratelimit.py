@@ -129,12 +129,32 @@ def _buckets(prefix: str, limits: RateLimits | None) -> _Buckets:
     )
 
 
+_FORMAT_CACHE_SIZE = 4096
+_rfc3339_cache: dict[int, str] = {}
+_number_cache: dict[float, str] = {}
+
+
 def _rfc3339(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 to the whole second (truncated). A bucket's full-at time moves by sub-second amounts between
+    requests, so the string is memoised per epoch second: formatting runs at most once a second per value."""
+    second = math.floor(ts.timestamp())
+    out = _rfc3339_cache.get(second)
+    if out is None:
+        out = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if len(_rfc3339_cache) >= _FORMAT_CACHE_SIZE:
+            _rfc3339_cache.clear()
+        _rfc3339_cache[second] = out
+    return out
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+    out = _number_cache.get(value)
+    if out is None:
+        out = str(int(value)) if float(value).is_integer() else f"{value:g}"
+        if len(_number_cache) >= _FORMAT_CACHE_SIZE:
+            _number_cache.clear()
+        _number_cache[value] = out
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +202,33 @@ class RateDecision:
         if retry is not None:
             out["retry-after"] = str(retry)
         return out
+
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        """``headers()`` as ASGI ``(name, value)`` byte pairs, names pre-encoded (the gateway's hot path)."""
+        out: list[tuple[bytes, bytes]] = []
+        if self.degraded:
+            return out
+        for names, level, limit in (
+            (_REQ_NAMES, self.requests, self.requests_limit),
+            (_TOK_NAMES, self.tokens, self.tokens_limit),
+        ):
+            if level is None or limit is None:
+                continue
+            out.append((names[0], _number(limit).encode()))
+            out.append((names[1], str(max(0, math.floor(level.level + 1e-9))).encode()))
+            out.append((names[2], _rfc3339(level.full_at).encode()))
+        retry = self.retry_after_header
+        if retry is not None:
+            out.append((b"retry-after", str(retry).encode()))
+        return out
+
+
+def _names(dim: str) -> tuple[bytes, bytes, bytes]:
+    return tuple(f"anthropic-ratelimit-{dim}-{part}".encode() for part in ("limit", "remaining", "reset"))  # type: ignore[return-value]
+
+
+_REQ_NAMES = _names("requests")
+_TOK_NAMES = _names("tokens")
 
 
 class RateLimiter:
@@ -261,10 +308,11 @@ class RateLimiter:
         )
 
     async def record_tokens(
-        self, user_id: str, tokens: TokenCounts | int, now: datetime, *, scope: str = ""
+        self, user_id: str, tokens: TokenCounts | int, now: datetime, *, scope: str = "", bounded: bool = True
     ) -> tuple[BucketLevel, ...]:
         """Debit the tokens a response reported from the user's and the pool's TPM buckets (debt allowed).
-        Errors propagate (log them; the next admission still works from the levels it finds)."""
+        Errors propagate (log them; the next admission still works from the levels it finds).
+        ``bounded=False``: the caller holds the ``timeout_s`` bound around this and more (one timer)."""
         amount = tokens if isinstance(tokens, int) else tpm_tokens(tokens)
         if amount < 0:
             raise ValueError("token count must be >= 0")
@@ -273,6 +321,8 @@ class RateLimiter:
         debits = [BucketDebit(spec, float(amount)) for spec in (own.tpm, pool.tpm) if spec is not None]
         if not debits:
             return ()
+        if not bounded:
+            return await self.counters.debit_tokens(debits, now)
         async with asyncio.timeout(self.timeout_s):
             return await self.counters.debit_tokens(debits, now)
 

@@ -282,11 +282,20 @@ def _counter(scope: str, ident: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Slot:
+    """One counter/period a principal's requests touch; the request's amount is not part of it, so the
+    slots are built once per principal and UTC day (``SpendGuard._shells``) and reused."""
+
     scope: str
     period: str
     cap: EffectiveCap
-    item: ReserveItem
+    counter: str
+    period_key: str
+    cap_nanos: int | None
     reset_at: datetime
+    target: SpendTarget
+
+    def item(self, amount_nanos: int) -> ReserveItem:
+        return ReserveItem(self.counter, self.period_key, amount_nanos, self.cap_nanos)
 
 
 class SpendGuard:
@@ -324,6 +333,9 @@ class SpendGuard:
         self._group_limit_mode = group_limit_mode
         self._table = CapTable((), group_limit_mode=group_limit_mode)
         self._caps: dict[Principal, ResolvedCaps] = {}
+        # (principal, UTC day) -> the slots and their targets; dropped with the caps when they change,
+        # and keyed by day so a period rollover (a new period key) is a cache miss by construction.
+        self._shells: dict[tuple[Principal, date], tuple[tuple[_Slot, ...], tuple[SpendTarget, ...]]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.set_limits(limits)
 
@@ -333,6 +345,7 @@ class SpendGuard:
             limits = CapTable(limits, group_limit_mode=self._group_limit_mode)
         self._table = limits
         self._caps = {}
+        self._shells = {}
 
     def caps_for(self, principal: Principal) -> ResolvedCaps:
         """Resolved caps, memoised per principal until the caps change (the hot path resolves once)."""
@@ -349,27 +362,41 @@ class SpendGuard:
         async with asyncio.timeout(self.timeout_s):
             return await awaitable
 
-    def _slots(self, principal: Principal, amount_nanos: int, at: datetime) -> list[_Slot]:
+    def _shells_for(
+        self, principal: Principal, at: datetime
+    ) -> tuple[tuple[_Slot, ...], tuple[SpendTarget, ...]]:
         """Every counter/period the request touches: user and key, each period, capped or not (uncapped
-        periods are still counted so a cap added mid-period starts from the right spend)."""
+        periods are still counted so a cap added mid-period starts from the right spend). Memoised per
+        principal and UTC day until the caps change: the hot path builds nothing but the reserve items."""
         _require_aware(at)
+        day = at.astimezone(UTC).date()
+        cache_key = (principal, day)
+        hit = self._shells.get(cache_key)
+        if hit is not None:
+            return hit
         caps = self.caps_for(principal)
         scopes: list[tuple[str, str, Mapping[str, EffectiveCap]]] = [(USER, principal.user_id, caps.user)]
         if principal.key_id:
             scopes.append((API_KEY, principal.key_id, caps.key))
         slots = []
-        periods = _periods_on(at.astimezone(UTC).date())
         for scope, ident, by_period in scopes:
             counter = _counter(scope, ident)
-            for period, key, reset_at in periods:
+            for period, key, reset_at in _periods_on(day):
                 cap = by_period[period]
-                item = ReserveItem(counter, key, amount_nanos, cap.cap_nanos)
-                slots.append(_Slot(scope, period, cap, item, reset_at))
-        return slots
+                target = SpendTarget(counter, key)
+                slots.append(_Slot(scope, period, cap, counter, key, cap.cap_nanos, reset_at, target))
+        entry = (tuple(slots), tuple(s.target for s in slots))
+        if len(self._shells) >= _CAPS_CACHE_SIZE:
+            self._shells.clear()
+        self._shells[cache_key] = entry
+        return entry
+
+    def _slots(self, principal: Principal, at: datetime) -> tuple[_Slot, ...]:
+        return self._shells_for(principal, at)[0]
 
     def targets(self, principal: Principal, at: datetime) -> tuple[SpendTarget, ...]:
         """The counters a request started at ``at`` is billed to (what ``settle`` falls back to)."""
-        return tuple(s.item.target for s in self._slots(principal, 0, at))
+        return self._shells_for(principal, at)[1]
 
     async def admit(
         self,
@@ -385,23 +412,23 @@ class SpendGuard:
         HEADROOM). Raises only ``DuplicateRequestId`` (a caller bug); store trouble becomes ``degraded``."""
         if estimate_nanos < 0:
             raise ValueError("estimate_nanos must be >= 0")
-        slots = self._slots(principal, estimate_nanos, now)
+        slots = self._slots(principal, now)
+        items = [s.item(estimate_nanos) for s in slots]
         try:
-            result = await self._bounded(
-                self.counters.reserve(request_id, [s.item for s in slots], self.lease_ttl_s, now, mode=mode)
-            )
+            async with asyncio.timeout(self.timeout_s):
+                result = await self.counters.reserve(request_id, items, self.lease_ttl_s, now, mode=mode)
         except DuplicateRequestId:
             raise
         except Exception as exc:
             return self._unavailable(request_id, slots, now, exc)
         usage: dict[int, PeriodUsage] = {}
         for i, (slot, state) in enumerate(zip(slots, result.states, strict=True)):
-            if slot.item.cap_nanos is not None:
+            if slot.cap_nanos is not None:
                 usage[i] = _usage(slot, state)
         blocked = tuple(
             CapHit(
                 usage[i],
-                transient=not item_blocks(slots[i].item, CounterState(result.states[i].spent_nanos), mode),
+                transient=not item_blocks(items[i], CounterState(result.states[i].spent_nanos), mode),
             )
             for i in result.blocked
         )
@@ -411,7 +438,7 @@ class SpendGuard:
         self, request_id: str, slots: Sequence[_Slot], now: datetime, exc: Exception
     ) -> Admission:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        capped = any(s.item.cap_nanos is not None for s in slots)
+        capped = any(s.cap_nanos is not None for s in slots)
         if self.fail_open or not capped:
             return Admission(True, now, degraded=True, error=error)
         # Refused: the gateway will never settle this id, so undo a reservation that may have landed
@@ -431,12 +458,17 @@ class SpendGuard:
         now: datetime,
         *,
         started_at: datetime | None = None,
+        bounded: bool = True,
     ) -> SettleOutcome:
         """Replace the reservation with the actual cost (idempotent). ``started_at`` (the admission time,
         default ``now``) names the periods to bill if the reservation is unknown, e.g. admitted degraded.
-        Errors and timeouts propagate: the ledger write is the durable record (§C9); log and count them."""
+        Errors and timeouts propagate: the ledger write is the durable record (§C9); log and count them.
+        ``bounded=False``: the caller holds the ``timeout_s`` bound around this and more (one timer)."""
         targets = self.targets(principal, started_at or now)
-        return await self._bounded(self.counters.settle(request_id, actual_nanos, now, targets=targets))
+        if not bounded:
+            return await self.counters.settle(request_id, actual_nanos, now, targets=targets)
+        async with asyncio.timeout(self.timeout_s):
+            return await self.counters.settle(request_id, actual_nanos, now, targets=targets)
 
     async def release(self, request_id: str, now: datetime | None = None) -> bool:
         """Drop the reservation without spend (idempotent); True if one was held."""
@@ -453,10 +485,10 @@ class SpendGuard:
     async def usage(self, principal: Principal, now: datetime) -> tuple[PeriodUsage, ...]:
         """Cap and period-to-date spend for every capped period (the ``/effective`` view)."""
         out = []
-        for slot in self._slots(principal, 0, now):
-            if slot.item.cap_nanos is None:
+        for slot in self._slots(principal, now):
+            if slot.cap_nanos is None:
                 continue
-            state = await self._bounded(self.counters.read(slot.item.counter, slot.item.period_key, now))
+            state = await self._bounded(self.counters.read(slot.counter, slot.period_key, now))
             out.append(_usage(slot, state))
         return tuple(out)
 
@@ -471,12 +503,12 @@ class SpendGuard:
 
 
 def _usage(slot: _Slot, state: CounterState) -> PeriodUsage:
-    assert slot.item.cap_nanos is not None
+    assert slot.cap_nanos is not None
     return PeriodUsage(
         slot.scope,
         slot.period,
         slot.cap,
-        slot.item.cap_nanos,
+        slot.cap_nanos,
         state.spent_nanos,
         state.reserved_nanos,
         slot.reset_at,

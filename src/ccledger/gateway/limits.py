@@ -11,6 +11,8 @@ so the request path never queries the database.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,16 +86,27 @@ class Ticket:
             return
         self._done = True
         lim = self._limits
-        try:
-            await lim.guard.settle(
-                self.request_id, self.cap_principal, cost_nanos, lim.clock(), started_at=self.started_at
-            )
-        except Exception as exc:  # the ledger row is the durable record; counters catch up at restart
-            log.warning("spend settle failed: %s", type(exc).__name__)
         if completed:
             lim.estimator.observe(self.user_id, self.session_id, cost_nanos)
-        if self.rate is not None:
-            await lim.rate.settle(self.rate, tokens, lim.clock())
+        # One timer bounds both counter calls (spend then tokens) instead of one each.
+        spend_done = False
+        try:
+            async with asyncio.timeout(lim.guard.timeout_s):
+                try:
+                    await lim.guard.settle(
+                        self.request_id, self.cap_principal, cost_nanos, lim.clock(),
+                        started_at=self.started_at, bounded=False,
+                    )  # fmt: skip
+                except Exception as exc:  # the ledger row is the durable record; counters catch up at restart
+                    log.warning("spend settle failed: %s", type(exc).__name__)
+                spend_done = True
+                if self.rate is not None:
+                    await lim.rate.settle(self.rate, tokens, lim.clock(), bounded=False)
+        except TimeoutError:
+            if spend_done:
+                log.warning("rate-limit token debit failed: TimeoutError")
+            else:
+                log.warning("spend settle failed: TimeoutError")
 
     async def extend(self) -> None:
         try:
@@ -128,16 +141,35 @@ def _unified_headers(adm: Any) -> list[tuple[bytes, bytes]]:
         if prev is None or u.fraction > prev.fraction:
             seen[u.period] = u
     for period, u in seen.items():
-        name = f"anthropic-ratelimit-unified-{period}"
-        out.append((f"{name}-utilization".encode(), f"{u.fraction:.4f}".encode()))
-        out.append((f"{name}-reset".encode(), str(int(u.reset_at.timestamp())).encode()))
+        util_name, reset_name = _period_names(period)
+        out.append((util_name, _fraction(u.fraction)))
+        out.append((reset_name, _epoch(u.reset_at)))
     frac = fullest.fraction
     status = b"allowed" if frac < 0.75 else (b"allowed_warning" if frac < 1 else b"rejected")
     out.append((b"anthropic-ratelimit-unified-status", status))
-    out.append((b"anthropic-ratelimit-unified-utilization", f"{frac:.4f}".encode()))
-    out.append((b"anthropic-ratelimit-unified-reset", str(int(fullest.reset_at.timestamp())).encode()))
+    out.append((b"anthropic-ratelimit-unified-utilization", _fraction(frac)))
+    out.append((b"anthropic-ratelimit-unified-reset", _epoch(fullest.reset_at)))
     out.append((b"anthropic-ratelimit-unified-representative-claim", fullest.period.encode()))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _period_names(period: str) -> tuple[bytes, bytes]:
+    name = f"anthropic-ratelimit-unified-{period}"
+    return f"{name}-utilization".encode(), f"{name}-reset".encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _epoch(reset_at: datetime) -> bytes:
+    """A period boundary as epoch seconds: a handful of distinct values a day, so formatted once each."""
+    return str(int(reset_at.timestamp())).encode()
+
+
+_ZERO = b"0.0000"
+
+
+def _fraction(value: float) -> bytes:
+    return _ZERO if value == 0 else f"{value:.4f}".encode()
 
 
 class Limits:
@@ -166,8 +198,6 @@ class Limits:
 
     async def seed_from_ledger(self, ledger: Ledger) -> None:
         """Counters start from recorded spend in the current periods, so a restart forgets nothing."""
-        import asyncio
-
         now = self.clock()
         for period in PERIODS:
             start_ms = to_ms(utc_period(period, now)[0])

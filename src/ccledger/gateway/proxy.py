@@ -180,20 +180,24 @@ class Proxy:
                     call.gw_rid,
                 )  # fmt: skip
                 return 502
+            # Upstream errors pass through unmodified; a failed request costs nothing.
+            usage = None
             if resp.status == 200:
                 out.extend(call.adm.response_headers())
-                # Metered before the body goes out (microseconds): once a client sees its response, the
-                # spend is settled, so its next request is admitted against the true total.
                 parsed = parse_message_json(payload)
-                if parsed.usage is not None:
-                    await self._meter(
-                        call, parsed.usage, parsed.model, parsed.message_id, up_rid,
-                        aborted=False, completed=True,
-                    )  # fmt: skip
-            # Upstream errors pass through unmodified; a failed request costs nothing.
+                usage = parsed.usage
             out.append((b"content-length", str(len(payload)).encode()))
-            await send({"type": "http.response.start", "status": resp.status, "headers": out})
-            await send({"type": "http.response.body", "body": payload})
+            try:
+                await send({"type": "http.response.start", "status": resp.status, "headers": out})
+                await send({"type": "http.response.body", "body": payload})
+            finally:
+                # Settled right after the body is handed to the server (off the client's latency) and
+                # before this handler returns, also when the client vanished mid-send: the reservation
+                # holds the room until then, so caps hold; the caller's ``release`` is then a no-op.
+                if usage is not None:
+                    await self._meter(
+                        call, usage, parsed.model, parsed.message_id, up_rid, aborted=False, completed=True
+                    )
             return resp.status
         finally:
             resp.release()

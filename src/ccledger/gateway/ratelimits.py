@@ -30,10 +30,6 @@ class RateTicket:
     headers: list[tuple[bytes, bytes]]
 
 
-def _hdrs(d: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode(), v.encode()) for k, v in d.items()]
-
-
 class RateLimiter:
     """Disabled (a no-op costing one attribute read) until a limit is configured."""
 
@@ -74,7 +70,7 @@ class RateLimiter:
             decision = await self._queue(user_id, decision)
         if decision.degraded:
             log.warning("rate-limit counters unavailable (%s)", decision.error)
-        headers = _hdrs(decision.headers())
+        headers = decision.header_pairs()
         if decision.ok:
             return RateTicket(user_id, headers)
         # Which dimension refused: the request bucket if it is below one request, else tokens.
@@ -101,10 +97,14 @@ class RateLimiter:
             decision = await self.policy.admit(user_id, self.clock())
         return decision
 
-    async def settle(self, ticket: RateTicket, tokens: TokenCounts, now: datetime) -> None:
+    async def settle(
+        self, ticket: RateTicket, tokens: TokenCounts, now: datetime, *, bounded: bool = True
+    ) -> None:
+        """Debit the reported tokens; never raises (logged). ``bounded=False``: the caller's timer bounds it
+        (a cancellation by that timer propagates, so the caller can name what timed out)."""
         if self.policy is None:
             return
         try:
-            await self.policy.record_tokens(ticket.user_id, tokens, now)
+            await self.policy.record_tokens(ticket.user_id, tokens, now, bounded=bounded)
         except Exception as exc:
             log.warning("rate-limit token debit failed: %s", type(exc).__name__)
