@@ -699,8 +699,8 @@ EFFECTS: tuple[tuple[str, str], ...] = (
     ("batch", "ignores service_tier batch (-50 %)"),
     ("geo_us", "ignores inference_geo us (x1.1 on Claude 4.6+)"),
     ("cache_1h", "prices 1h cache writes at 1.25x input instead of 2x"),
-    ("bedrock_regional", "adds +10 % on Bedrock regional ids (us./eu./...): prices.md §4's regional-endpoint "
-     "premium, which ccledger's book and refprices do not apply (open question, see README)"),
+    ("bedrock_regional", "Bedrock regional ids (us./eu./...): prices.md §4's +10 % for regional and "
+     "multi-region endpoints from Claude 4.5 on, in the book, against the peer's own rule"),
 )
 
 
@@ -770,20 +770,24 @@ def breakdown(key: str, requests: Iterable[Any], run: Run) -> Breakdown:
                                              r.cache_read)
         batch = Decimal("0.5") if r.service_tier == "batch" else Decimal(1)
         geo = Decimal("1.1") if r.inference_geo == "us" and price.geo_premium else Decimal(1)
+        # The price book's own Bedrock regional rule (x1.1 from Claude 4.5 on, all but global. profiles).
+        ours = Decimal("1.1") if price.claude_45_plus and refprices.is_bedrock_regional(r.model) else Decimal(1)
         web = r.web_search_requests * WEB_SEARCH_EACH
         rates = (refprices.LONG_INPUT, refprices.LONG_OUTPUT) if long_ctx else (price.input, price.output)
-        s0 = _token_cost(r, *rates, Decimal(2)) * batch * geo + web
+        s0 = _token_cost(r, *rates, Decimal(2)) * batch * geo * ours + web
         if s0 != r.cost:
             errors += 1
         s1 = s0 - web
-        s2 = _token_cost(r, price.input, price.output, Decimal(2)) * batch * geo
+        s2 = _token_cost(r, price.input, price.output, Decimal(2)) * batch * geo * ours
         s3 = s2 / batch
         s4 = s3 / geo
+        s4b = s4 / ours
         s5 = _token_cost(r, price.input, price.output, rules.cw1h_multiplier)
         regional = rules.bedrock_regional_premium is not None and bool(_BEDROCK_REGION.match(r.model))
         s6 = s5 * rules.bedrock_regional_premium if regional and rules.bedrock_regional_premium else s5
+        # bedrock_regional nets the book's premium (removed) against the peer's own (added back).
         steps = (("web_search", s0, s1), ("long_context", s1, s2), ("batch", s2, s3), ("geo_us", s3, s4),
-                 ("cache_1h", s4, s5), ("bedrock_regional", s5, s6))
+                 ("bedrock_regional", s4, s4b), ("cache_1h", s4b, s5), ("bedrock_regional", s5, s6))
         for name, before, after in steps:
             if after != before:
                 effects[name] += after - before

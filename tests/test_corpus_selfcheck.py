@@ -171,7 +171,7 @@ def assert_read_back_matches(root: Path, exp: Expected) -> ReadBack:
 def test_handcheck_costs_equal_the_documented_arithmetic(tmp_path: Path) -> None:
     exp = handcheck_cases(tmp_path)
     assert [r.cost for r in exp.requests] == list(HANDCHECK_COSTS.values())
-    assert exp.total_cost() == HANDCHECK_TOTAL == Decimal("34.711036")
+    assert exp.total_cost() == HANDCHECK_TOTAL == Decimal("34.756036")
     assert sum(HANDCHECK_COSTS.values()) == HANDCHECK_TOTAL
     labels = dict(zip(HANDCHECK_COSTS, exp.requests, strict=True))
     assert labels["A1"].cost == Decimal(3)  # 1,000,000 input of claude-sonnet-4-6 = $3

@@ -164,3 +164,21 @@ def test_fast_mode_above_200k_uses_the_fast_long_context_rates():
     small = TokenCounts(input=100_000, output=10_000)
     assert BOOK.quote("claude-opus-4-6", feb, small, speed="fast").cost == usd(100_000, "30") + usd(10_000, "150")
     assert BOOK.quote("claude-opus-5", NOV, small, speed="fast").cost == usd(100_000, "10") + usd(10_000, "50")
+
+
+@pytest.mark.parametrize(
+    ("model", "factor"),
+    [
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "1.1"),  # multi-region profile, Claude 4.5
+        ("anthropic.claude-haiku-4-5-20251001-v1:0", "1.1"),  # in-region endpoint
+        ("eu.anthropic.claude-opus-4-6-v1", "1.1"),
+        ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", "1"),  # global profile: standard
+        ("us.anthropic.claude-sonnet-4-20250514-v1:0", "1"),  # before Claude 4.5: no premium
+        ("claude-sonnet-4-5-20250929", "1"),  # first-party API
+    ],
+)
+def test_bedrock_regional_endpoints_cost_ten_percent_more_from_claude_4_5(model, factor):
+    q = BOOK.quote(model, NOV, TokenCounts(input=10_000, output=1_000), web_search_requests=1)
+    base = BOOK.resolve(model).periods[-1].base
+    tokens = usd(10_000, str(base.input)) + usd(1_000, str(base.output))
+    assert q.cost == tokens * Decimal(factor) + Decimal("0.01")

@@ -289,7 +289,7 @@ def test_empty_filter_json_is_still_a_document_and_message_goes_to_stderr(app, a
 def test_every_id_form_of_a_model_is_one_row_and_unknown_ids_stay_raw(app, add, capsys):
     add("2026-11-23T09:00:00Z", model="claude-sonnet-4-5", inp=1)
     add("2026-11-23T09:01:00Z", model=SONNET, inp=2)
-    add("2026-11-23T09:02:00Z", model="us.anthropic.claude-sonnet-4-5-20250929-v1:0", inp=4)
+    add("2026-11-23T09:02:00Z", model="global.anthropic.claude-sonnet-4-5-20250929-v1:0", inp=4)
     add("2026-11-23T09:03:00Z", model=UNKNOWN, inp=8)
     doc = report_json(app, capsys, tz="UTC", breakdown=True)
     row = doc["rows"][0]

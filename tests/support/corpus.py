@@ -1564,7 +1564,7 @@ HANDCHECK_COSTS: dict[str, Decimal] = {
     "A6": Decimal("4.375"),
     "A7": Decimal("8.82"),
     "A8": Decimal("9.00"),
-    "A9": Decimal("0.45"),
+    "A9": Decimal("0.495"),
     "A10": Decimal("1.00"),
     "A11": Decimal("0.20"),
     "A12": Decimal("0.006"),
@@ -1572,7 +1572,7 @@ HANDCHECK_COSTS: dict[str, Decimal] = {
     "B2": Decimal("0.3975"),
     "B3": Decimal("1.282506"),
 }
-HANDCHECK_TOTAL = Decimal("34.711036")
+HANDCHECK_TOTAL = Decimal("34.756036")
 
 
 def handcheck_cases(root: Path) -> Expected:
@@ -1599,8 +1599,8 @@ def handcheck_cases(root: Path) -> Expected:
         100,000 out x 27.5 = 2.75; 1,000,000 read x 0.55 = 0.55; 2 searches = 0.02 (not x1.1) = $8.82
     A8  claude-future-9 (unknown -> $5/$25): 1,000,000 in = 5; 100,000 out = 2.50;
         100,000 1h write x 10 = 1.00; 1,000,000 read x 0.50 = 0.50                      = $9.00
-    A9  us.anthropic.claude-sonnet-4-5-20250929-v1:0 (= Sonnet 4.5): 100,000 in x 3 = 0.30;
-        10,000 out x 15 = 0.15                                                          = $0.45
+    A9  us.anthropic.claude-sonnet-4-5-20250929-v1:0 (Sonnet 4.5 through a Bedrock multi-region
+        profile: x1.1 from Claude 4.5 on): 100,000 in x 3.3 = 0.33; 10,000 out x 16.5 = 0.165 = $0.495
     A10 claude-opus-4-5@20251101 (= Opus 4.5): 40,000 out x 25                          = $1.00
     A11 claude-haiku-4-5-20251001, 2 lines, no requestId: 100,000 in x 1 = 0.10;
         20,000 out x 5 = 0.10                                                           = $0.20
@@ -1613,7 +1613,7 @@ def handcheck_cases(root: Path) -> Expected:
     B3  claude-sonnet-4-20250514, 200,001 (1 in + 100,000 1h + 100,000 read) -> long:
         1 x 6 = 0.000006; 100,000 x 12 = 1.20; 100,000 x 0.60 = 0.06; 1,000 out x 22.50 = 0.0225
                                                                                         = $1.282506
-    Total: A = 32.11603, B = 2.595006, all = $34.711036 (HANDCHECK_TOTAL).
+    Total: A = 32.16103, B = 2.595006, all = $34.756036 (HANDCHECK_TOTAL).
     (Sonnet 4/4.5 requests in A stay <= 200k: in November 2026 the long-context tier is gone and such
     requests fail, so a reader may legitimately treat them either way.)
 

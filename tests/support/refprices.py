@@ -15,6 +15,9 @@ Rules encoded here (and nothing else):
   timestamps before 2026-03-28, so the rule is applied here without a date check;
 * ``service_tier == "batch"``: x0.5 on every token category (cache multipliers stack);
 * ``inference_geo == "us"`` on Claude 4.6+ models: x1.1 on every token category;
+* Bedrock regional and multi-region endpoints (§4): a Bedrock id without the ``global.`` profile
+  prefix (``anthropic.…`` in-region, or ``us.``/``eu.``/``apac.``/``jp.``… profiles) costs x1.1 on every
+  token category for Claude 4.5 models and later; ``global.`` and non-Bedrock ids are standard;
 * web search: $10 per 1,000 requests = $0.01 each, never multiplied (the generator never combines web
   search with batch, so whether batch would halve the search fee does not matter);
 * unknown models: fallback $5 input / $25 output with the same cache multipliers, flagged ``unknown``.
@@ -51,10 +54,14 @@ class ModelPrice:
     output: Decimal
     long_context: bool = False  # historic Sonnet 4 / 4.5 >200k tier
     geo_premium: bool = False  # Claude 4.6+: inference_geo "us" costs 1.1x
+    claude_45_plus: bool = False  # Bedrock regional / multi-region endpoints cost 1.1x
 
 
-def _p(family: str, inp: str, out: str, *, long_context: bool = False, geo: bool = False) -> ModelPrice:
-    return ModelPrice(family, Decimal(inp), Decimal(out), long_context=long_context, geo_premium=geo)
+def _p(
+    family: str, inp: str, out: str, *, long_context: bool = False, geo: bool = False, c45: bool = False
+) -> ModelPrice:
+    return ModelPrice(family, Decimal(inp), Decimal(out), long_context=long_context, geo_premium=geo,
+                      claude_45_plus=c45 or geo)
 
 
 # Keyed by the normalised id (see normalize_model). Hand-copied from prices.md §1.
@@ -64,14 +71,14 @@ PRICES: dict[str, ModelPrice] = {
     "claude-opus-4-8": _p("opus-4-8", "5", "25", geo=True),
     "claude-opus-4-7": _p("opus-4-7", "5", "25", geo=True),
     "claude-opus-4-6": _p("opus-4-6", "5", "25", geo=True),
-    "claude-opus-4-5": _p("opus-4-5", "5", "25"),
+    "claude-opus-4-5": _p("opus-4-5", "5", "25", c45=True),
     "claude-opus-4-1": _p("opus-4-1", "15", "75"),
     "claude-opus-4": _p("opus-4", "15", "75"),
     "claude-sonnet-5": _p("sonnet-5", "2", "10", geo=True),
     "claude-sonnet-4-6": _p("sonnet-4-6", "3", "15", geo=True),
-    "claude-sonnet-4-5": _p("sonnet-4-5", "3", "15", long_context=True),
+    "claude-sonnet-4-5": _p("sonnet-4-5", "3", "15", long_context=True, c45=True),
     "claude-sonnet-4": _p("sonnet-4", "3", "15", long_context=True),
-    "claude-haiku-4-5": _p("haiku-4-5", "1", "5"),
+    "claude-haiku-4-5": _p("haiku-4-5", "1", "5", c45=True),
     "claude-3-5-haiku": _p("haiku-3-5", "0.80", "4"),
 }
 
@@ -110,6 +117,14 @@ def normalize_model(model: str) -> str:
     m = _VERTEX_DATE.sub("", m)
     m = _DATE.sub("", m)
     return _ALIASES.get(m, m)
+
+
+def is_bedrock_regional(model: str) -> bool:
+    """A Bedrock id served by a regional or multi-region endpoint (anything but a ``global.`` profile)."""
+    m = _ARN.sub("", model.strip().lower()).removeprefix("bedrock/")
+    if m.startswith("global."):
+        return False
+    return bool(re.match(r"^(?:(?:us|eu|jp|apac|au|ca|us-gov)\.)?anthropic\.", m))
 
 
 def lookup(model: str) -> tuple[ModelPrice, bool]:
@@ -158,5 +173,7 @@ def request_cost(
     if service_tier == "batch":
         multiplier *= BATCH
     if inference_geo == "us" and price.geo_premium:
+        multiplier *= GEO_US
+    if price.claude_45_plus and not unknown and is_bedrock_regional(model):
         multiplier *= GEO_US
     return tokens * multiplier / MTOK + web_search_requests * WEB_SEARCH_EACH, unknown

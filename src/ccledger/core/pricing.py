@@ -94,6 +94,7 @@ class ModelEntry:
     periods: tuple[PricePeriod, ...]
     source: str = ""
     geo_premium: bool = False  # Claude 4.6+: inference_geo "us" costs 1.1x
+    regional_premium: bool = False  # Claude 4.5+: Bedrock regional / multi-region endpoints cost 1.1x
     exception: str = ""
 
     def period_at(self, ts: datetime) -> PricePeriod:
@@ -129,6 +130,19 @@ _BEDROCK_VERSION = re.compile(r"-v\d+(?::\d+)?$")
 _VERTEX_DATE = re.compile(r"@(\d{8})$")
 _DATE_SUFFIX = re.compile(r"-\d{8}$")
 _BRACKET_SUFFIX = re.compile(r"\[[^\]]*\]$")
+
+
+_BEDROCK_REGIONAL = re.compile(r"^(?:(?:us|eu|jp|apac|au|ca|us-gov)\.)?anthropic\.")
+
+
+def is_bedrock_regional(model: str) -> bool:
+    """A Bedrock id served by a regional or multi-region endpoint: an in-region ``anthropic.…`` id or a
+    geographic inference profile (``us.``, ``eu.``…). Only ``global.`` profiles are priced as global."""
+    mid = _PROVIDER.sub("", model.strip().lower())
+    arn = _ARN.match(mid)
+    if arn:
+        mid = arn.group(1)
+    return bool(_BEDROCK_REGIONAL.match(mid))
 
 
 def normalise_model_id(model: str) -> str:
@@ -203,6 +217,7 @@ def _parse_model(data: Mapping[str, Any]) -> ModelEntry:
         periods=tuple(periods),
         source=str(data.get("source", "")),
         geo_premium=bool(data.get("geo_premium", False)),
+        regional_premium=bool(data.get("regional_premium", False)),
         exception=str(data.get("exception", "")),
     )
 
@@ -221,6 +236,7 @@ class PriceBook:
     _index: dict[str, str] = field(default_factory=dict, repr=False)
     _resolved: dict[str, str | None] = field(default_factory=dict, repr=False)
     _rate_cache: dict[tuple[Any, ...], tuple[int, ...]] = field(default_factory=dict, repr=False)
+    _regional_ids: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._rebuild_index()
@@ -311,6 +327,12 @@ class PriceBook:
         undated = _DATE_SUFFIX.sub("", mid)
         return self._index.get(undated)
 
+    def _regional(self, model: str) -> bool:
+        hit = self._regional_ids.get(model)
+        if hit is None:
+            hit = self._regional_ids[model] = is_bedrock_regional(model)
+        return hit
+
     def is_known(self, model: str) -> bool:
         return model == SYNTHETIC_MODEL or self.resolve(model) is not None
 
@@ -334,7 +356,7 @@ class PriceBook:
         long_context = False
         if entry is None:
             rates = self._pico_for(("<fallback>",), self.fallback)
-            geo = False
+            geo = regional = False
         else:
             period = entry.period_at(ts)
             chosen = period.base
@@ -348,6 +370,7 @@ class PriceBook:
                 chosen, tag = period.fast, "fast"
             rates = self._pico_for((entry.key, period.start, tag), chosen)
             geo = entry.geo_premium and (inference_geo or "").lower() == "us"
+            regional = entry.regional_premium and self._regional(model)
         token_pico = (
             tokens.input * rates[0]
             + tokens.output * rates[1]
@@ -360,6 +383,8 @@ class PriceBook:
         if (service_tier or "").lower() == "batch":
             den *= 2
         if geo:
+            num, den = num * 11, den * 10
+        if regional:
             num, den = num * 11, den * 10
         web_pico = web_search_requests * 10_000_000_000  # $0.01 == 1e10 pico-dollars
         numerator = token_pico * num + web_pico * den
