@@ -30,6 +30,8 @@ from ccledger.reports.cost_block import SessionLookupError, format_cost_block, l
 from ccledger.reports.zones import date_bounds, resolve_zone
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
     from ccledger.bootstrap import App
@@ -98,6 +100,30 @@ def _say_empty(app: App, opts: ReportOptions, console: Console, machine: str | N
         console.print(msg, markup=False, highlight=False)
 
 
+def _show(
+    app: App,
+    opts: ReportOptions,
+    console: Console,
+    report: Report,
+    as_json: Callable[..., str],
+    as_csv: Callable[..., str],
+    as_table: Callable[..., None],
+) -> None:
+    """Print a report as JSON, CSV or a table; say where we looked when it is empty."""
+    machine = None
+    if opts.json:
+        machine = as_json(report, breakdown=opts.breakdown, since=opts.since, until=opts.until,
+                          project=opts.project)
+    elif opts.csv:
+        machine = as_csv(report, breakdown=opts.breakdown)
+    if not report.groups:
+        _say_empty(app, opts, console, machine)
+    elif machine is not None:
+        _write(machine)
+    else:
+        as_table(report, console, breakdown=opts.breakdown, fallback=_fallback(app))
+
+
 # -- period reports -------------------------------------------------------------------------------------
 
 
@@ -112,21 +138,8 @@ def build_period_report(app: App, period: str, opts: ReportOptions, tz: tzinfo) 
 def run_period_report(
     app: App, period: Literal["daily", "weekly", "monthly"], opts: ReportOptions, console: Console
 ) -> None:
-    tz = _zone(opts)
-    report = build_period_report(app, period, opts, tz)
-    machine = None
-    if opts.json:
-        machine = render.period_json(
-            report, breakdown=opts.breakdown, since=opts.since, until=opts.until, project=opts.project
-        )
-    elif opts.csv:
-        machine = render.period_csv(report, breakdown=opts.breakdown)
-    if not report.groups:
-        _say_empty(app, opts, console, machine)
-    elif machine is not None:
-        _write(machine)
-    else:
-        tables.period_table(report, console, breakdown=opts.breakdown, fallback=_fallback(app))
+    report = build_period_report(app, period, opts, _zone(opts))
+    _show(app, opts, console, report, render.period_json, render.period_csv, tables.period_table)
 
 
 # -- sessions -------------------------------------------------------------------------------------------
@@ -141,21 +154,8 @@ def build_session_report(app: App, opts: ReportOptions, tz: tzinfo) -> Report:
 
 
 def run_session_report(app: App, opts: ReportOptions, console: Console) -> None:
-    tz = _zone(opts)
-    report = build_session_report(app, opts, tz)
-    machine = None
-    if opts.json:
-        machine = render.session_json(
-            report, breakdown=opts.breakdown, since=opts.since, until=opts.until, project=opts.project
-        )
-    elif opts.csv:
-        machine = render.session_csv(report, breakdown=opts.breakdown)
-    if not report.groups:
-        _say_empty(app, opts, console, machine)
-    elif machine is not None:
-        _write(machine)
-    else:
-        tables.session_table(report, console, breakdown=opts.breakdown, fallback=_fallback(app))
+    report = build_session_report(app, opts, _zone(opts))
+    _show(app, opts, console, report, render.session_json, render.session_csv, tables.session_table)
 
 
 # -- blocks ---------------------------------------------------------------------------------------------
