@@ -85,6 +85,16 @@ def scope_object(scope_type: str, scope_id: str | None) -> dict[str, Any]:
     return {"type": scope_type} if field is None else {"type": scope_type, field: scope_id}
 
 
+def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """Anthropic's list shape: the items, whether more follow, and the ids at both ends."""
+    return {
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
+
+
 def spend_limit_object(row: Mapping[str, Any]) -> dict[str, Any]:
     """A store row (``IdentityStore`` dict) in the wire shape of §A1."""
     return {
@@ -191,16 +201,7 @@ def _list(ctx: Any, request: Request, actor: str, body: Any) -> Result:
         raise _bad(f"scope_type must be one of {', '.join(_SCOPE_ID_FIELD)}")
     rows, has_more = ctx.identity.list_spend_limits_page(limit, after_id, before_id, scope_type)
     data = [spend_limit_object(r) for r in rows]
-    return (
-        200,
-        {
-            "data": data,
-            "has_more": has_more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        },
-        False,
-    )
+    return 200, _page(data, has_more), False
 
 
 def _create(ctx: Any, request: Request, actor: str, body: Any) -> Result:
@@ -258,16 +259,7 @@ def _audit(ctx: Any, request: Request, actor: str, body: Any) -> Result:
         }
         for r in rows
     ]
-    return (
-        200,
-        {
-            "data": data,
-            "has_more": has_more,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        },
-        False,
-    )
+    return 200, _page(data, has_more), False
 
 
 # -- /effective --------------------------------------------------------------------------------------

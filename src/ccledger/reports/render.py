@@ -122,6 +122,27 @@ def _day(d: date | None) -> str | None:
 # -- JSON ---------------------------------------------------------------------------------------------
 
 
+def _envelope(
+    report: Report,
+    rows: list[dict[str, Any]],
+    since: date | None,
+    until: date | None,
+    project: str | None,
+    *,
+    kind: str | None = None,
+    period: str | None = None,
+) -> str:
+    """The object every period and session report prints: what was asked, the rows, the totals."""
+    doc: dict[str, Any] = {"report": kind or period}
+    if period is not None:
+        doc["period"] = period
+    doc.update(
+        tz=zone_name(report.tz), since=_day(since), until=_day(until), project=project, rows=rows,
+        totals=_sums(report.totals), unknown_models=report.unknown_models,
+    )
+    return _dump(doc)
+
+
 def period_json(
     report: Report,
     *,
@@ -136,19 +157,7 @@ def period_json(
         if breakdown:
             row["breakdown"] = _breakdown(g)
         rows.append(row)
-    return _dump(
-        {
-            "report": report.kind,
-            "period": report.kind,
-            "tz": zone_name(report.tz),
-            "since": _day(since),
-            "until": _day(until),
-            "project": project,
-            "rows": rows,
-            "totals": _sums(report.totals),
-            "unknown_models": report.unknown_models,
-        }
-    )
+    return _envelope(report, rows, since, until, project, period=report.kind)
 
 
 def session_json(
@@ -172,18 +181,7 @@ def session_json(
         if breakdown:
             row["breakdown"] = _breakdown(g)
         rows.append(row)
-    return _dump(
-        {
-            "report": "session",
-            "tz": zone_name(report.tz),
-            "since": _day(since),
-            "until": _day(until),
-            "project": project,
-            "rows": rows,
-            "totals": _sums(report.totals),
-            "unknown_models": report.unknown_models,
-        }
-    )
+    return _envelope(report, rows, since, until, project, kind="session")
 
 
 def _block_obj(b: BlockRow, tz: tzinfo, limit: int | None, breakdown: bool) -> dict[str, Any]:
