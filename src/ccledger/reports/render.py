@@ -137,8 +137,13 @@ def _envelope(
     if period is not None:
         doc["period"] = period
     doc.update(
-        tz=zone_name(report.tz), since=_day(since), until=_day(until), project=project, rows=rows,
-        totals=_sums(report.totals), unknown_models=report.unknown_models,
+        tz=zone_name(report.tz),
+        since=_day(since),
+        until=_day(until),
+        project=project,
+        rows=rows,
+        totals=_sums(report.totals),
+        unknown_models=report.unknown_models,
     )
     return _dump(doc)
 
