@@ -1,5 +1,5 @@
 """``python -m ccledger.cli`` runs the same command as the ``ccledger`` script."""
 
-from ccledger.cli.main import run
+from ccledger.cli.fast import main
 
-run()
+main()

@@ -70,69 +70,12 @@ def err_console() -> Console:
 
 
 def refresh_ledger(app_: App) -> RefreshStats | None:
-    """Read new transcript lines into the ledger, with a progress bar when there is much to read."""
+    """Read new transcript lines into the ledger (unless ``--no-refresh``)."""
     if not state.refresh:
         return None
-    from ccledger.services.history import refresh
+    from ccledger.cli.flow import refresh_ledger as run_refresh
 
-    err = err_console()
-    bar: dict[str, object] = {}
-
-    def progress(total: int):  # type: ignore[no-untyped-def]
-        if total < 32 * 1024 * 1024 or not err.is_terminal:
-            return None
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-        prog = Progress("Reading transcripts", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                        console=err, transient=True)
-        prog.start()
-        task = prog.add_task("read", total=total)
-        bar["p"] = prog
-
-        def hook(done: int, _total: int) -> None:
-            prog.update(task, completed=done)
-
-        return hook
-
-    try:
-        stats = refresh(app_.ledger, app_.book, app_.config_dirs(), extra_paths=app_.settings.extra_paths,
-                        progress=progress)
-    finally:
-        if "p" in bar:
-            bar["p"].stop()  # type: ignore[attr-defined]
-    _report_refresh(app_, stats, err)
-    return stats
-
-
-def _report_refresh(app_: App, stats: RefreshStats, err: Console) -> None:
-    if stats.bad_lines:
-        hint = "" if state.verbose else " (--verbose lists them)"
-        err.print(f"[yellow]note:[/yellow] skipped {stats.bad_lines} malformed transcript line(s){hint}")
-    if state.verbose:
-        for bad in stats.bad:
-            err.print(f"  {bad.path}:{bad.line_no}: {bad.reason}", markup=False, highlight=False)
-    for path, error in stats.errors:
-        err.print(f"[yellow]warning:[/yellow] could not read {path}: {error}", highlight=False)
-    _warn_unknown_models(app_, err)
-
-
-def _warn_unknown_models(app_: App, err: Console) -> None:
-    """Say once (ever, per model) that a model was priced at the fallback rate; reports keep flagging it."""
-    unknown = app_.ledger.unknown_models()
-    if not unknown:
-        return
-    warned = set(app_.ledger.get_setting("warned_unknown_models") or [])
-    new = sorted(set(unknown) - warned)
-    if not new:
-        return
-    fb = app_.book.fallback
-    for model in new:
-        err.print(
-            f"[yellow]warning:[/yellow] model {model!r} is not in the price book; priced at the fallback "
-            f"${fb.input}/${fb.output} per MTok (add it to a price file: see `ccledger prices --help`)",
-            highlight=False,
-        )
-    app_.ledger.set_setting("warned_unknown_models", sorted(warned | set(new)))
+    return run_refresh(app_, err_console(), verbose=state.verbose)
 
 
 # --- reports -------------------------------------------------------------------------------------------
@@ -149,11 +92,10 @@ CsvOpt = Annotated[bool, typer.Option("--csv", help="CSV, one row per period (an
 def _parse_day(value: str | None, name: str) -> date | None:
     if not value:
         return None
-    v = value.strip()
+    from ccledger.cli.flow import parse_day
+
     try:
-        if len(v) == 8 and v.isdigit():
-            return date(int(v[:4]), int(v[4:6]), int(v[6:]))
-        return date.fromisoformat(v)
+        return parse_day(value)
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name) from None
 

@@ -15,7 +15,7 @@ from ccledger.core.records import FileCursor
 from ccledger.sources.transcripts import (
     FileScan,
     RefreshStats,
-    discover,
+    discover_paths,
     pending,
     scan_file,
     scan_many,
@@ -67,7 +67,7 @@ def refresh(
     """
     stats = RefreshStats()
     stats.dirs = transcript_dirs(roots, extra_paths)
-    files = discover(stats.dirs)
+    files = discover_paths(stats.dirs)
     stats.files_seen = len(files)
     known = ledger.cursors()
     work = list(pending(files, known))

@@ -143,8 +143,13 @@ def transcript_dirs(config_dirs: Iterable[Path], extra: Iterable[Path] = ()) -> 
 
 def discover(dirs: Iterable[Path]) -> list[Path]:
     """Every ``.jsonl`` below the given folders (scandir walk: cheaper than Path.rglob on big trees)."""
-    found: list[Path] = []
-    stack = [str(d) for d in dirs]
+    return [Path(p) for p in discover_paths(dirs)]
+
+
+def discover_paths(dirs: Iterable[Path]) -> list[str]:
+    """Transcript paths as sorted strings: comparing thousands of Path objects costs more than the walk."""
+    found: list[str] = []
+    stack = [os.fspath(d) for d in dirs]
     while stack:
         top = stack.pop()
         try:
@@ -154,7 +159,7 @@ def discover(dirs: Iterable[Path]) -> list[Path]:
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(entry.path)
                         elif entry.name.endswith(".jsonl") and entry.is_file():
-                            found.append(Path(entry.path))
+                            found.append(entry.path)
                     except OSError:
                         continue
         except OSError:
@@ -624,21 +629,26 @@ class RefreshStats:
     dirs: list[Path] = field(default_factory=list)
 
 
-def pending(files: list[Path], known: dict[str, FileCursor]) -> Iterator[tuple[Path, FileCursor | None, int]]:
-    """Files with new bytes, with how many bytes are probably new (for the progress bar)."""
+def pending(
+    files: Iterable[Path | str], known: dict[str, FileCursor]
+) -> Iterator[tuple[Path, FileCursor | None, int]]:
+    """Files with new bytes, with how many bytes are probably new (for the progress bar). One ``stat``
+    per file and no Path objects for unchanged files: a warm run over thousands of files is mostly this."""
+    stat = os.stat
     for path in files:
-        prev = known.get(str(path))
+        name = os.fspath(path)
+        prev = known.get(name)
         try:
-            st = path.stat()
+            st = stat(name)
         except OSError:
-            yield path, prev, 0
+            yield Path(name), prev, 0
             continue
         if prev is not None and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns and (
             prev.identity == f"{st.st_dev}:{st.st_ino}"
         ):
             continue
         new = st.st_size - prev.offset if prev is not None and st.st_size >= prev.offset else st.st_size
-        yield path, prev, new
+        yield Path(name), prev, new
 
 
 def scan_many(

@@ -1,0 +1,139 @@
+"""The ``ccledger`` console script: period and session reports with machine output (``--json``,
+``--csv``) go straight to the report code; every other command line goes to the Typer app.
+
+Why: ``daily --json`` is what status lines, scripts and dashboards run over and over, and on a warm
+ledger it needs a few tens of milliseconds of work, while importing Typer (which builds pydantic type
+adapters for every option) and Rich costs several hundred. Only command lines this parser understands
+completely take the short path; anything else (help, tables, a bad date or zone, an unknown option)
+goes to Typer, which prints the same errors and help as always. ``tests/cli/test_fast_entry.py`` checks
+that both paths print the same documents.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPORTS = ("daily", "weekly", "monthly", "session")
+_GLOBAL_VALUES = {"--db", "--path"}
+_GLOBAL_FLAGS = {"--no-refresh", "--verbose", "-v"}
+_VALUES = {"--since", "--until", "--tz", "--project"}
+_FLAGS = {"--breakdown", "-b", "--json", "--csv"}
+
+
+@dataclass
+class FastCall:
+    command: str
+    db: str | None = None
+    paths: list[Path] = field(default_factory=list)
+    refresh: bool = True
+    verbose: bool = False
+    values: dict[str, str] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+
+
+def _split(args: list[str], values: set[str], flags: set[str]) -> list[tuple[str, str | None]] | None:
+    """``--opt value``, ``--opt=value`` and flags; None on anything else."""
+    out: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, val = arg.partition("=")
+        if name in values:
+            if not eq:
+                if i + 1 >= len(args):
+                    return None
+                i += 1
+                val = args[i]
+            out.append((name, val))
+        elif arg in flags:
+            out.append((arg, None))
+        else:
+            return None
+        i += 1
+    return out
+
+
+def parse(argv: list[str]) -> FastCall | None:
+    """The call, when ``argv`` is a report with machine output this parser fully understands."""
+    cmd_at = next((i for i, a in enumerate(argv) if a in REPORTS), None)
+    if cmd_at is None:
+        return None
+    head = _split(argv[:cmd_at], _GLOBAL_VALUES, _GLOBAL_FLAGS)
+    tail = _split(argv[cmd_at + 1 :], _VALUES, _FLAGS)
+    if head is None or tail is None:
+        return None
+    call = FastCall(argv[cmd_at])
+    for name, val in head:
+        if name == "--db":
+            call.db = val
+        elif name == "--path":
+            call.paths.append(Path(val or ""))
+        elif name == "--no-refresh":
+            call.refresh = False
+        else:
+            call.verbose = True
+    for name, val in tail:
+        if val is None:
+            call.flags.add("--breakdown" if name == "-b" else name)
+        else:
+            call.values[name] = val
+    if ("--json" in call.flags) == ("--csv" in call.flags):
+        return None  # a table (Rich) or the "choose one" error: Typer's job
+    return call
+
+
+def run(call: FastCall) -> bool:
+    """Run the report; False (having done nothing) when an option value needs Typer's error message."""
+    from ccledger.cli.flow import parse_day
+
+    try:
+        since = parse_day(call.values["--since"]) if call.values.get("--since") else None
+        until = parse_day(call.values["--until"]) if call.values.get("--until") else None
+    except ValueError:
+        return False
+    tz = call.values.get("--tz") or None
+    if tz:
+        from ccledger.core.periods import get_zone
+
+        try:
+            get_zone(tz)
+        except Exception:
+            return False
+
+    from ccledger.bootstrap import bootstrap
+    from ccledger.cli.flow import LazyConsole, refresh_ledger
+    from ccledger.cli.reports import ReportOptions, run_period_report, run_session_report
+    from ccledger.core.pricing import PriceBookError
+    from ccledger.settings import Settings
+
+    opts = ReportOptions(
+        since=since, until=until, tz=tz, project=call.values.get("--project"),
+        breakdown="--breakdown" in call.flags, json="--json" in call.flags, csv="--csv" in call.flags,
+    )  # fmt: skip
+    settings = Settings()
+    if call.db:
+        settings.db = call.db
+    settings.extra_paths = list(call.paths)
+    try:
+        app = bootstrap(settings)
+    except PriceBookError:
+        return False  # Typer's path reports it
+    if call.refresh:
+        refresh_ledger(app, LazyConsole(stderr=True), verbose=call.verbose)
+    out = LazyConsole()
+    if call.command == "session":
+        run_session_report(app, opts, out)  # type: ignore[arg-type]
+    else:
+        run_period_report(app, call.command, opts, out)  # type: ignore[arg-type]
+    return True
+
+
+def main() -> None:
+    call = parse(sys.argv[1:])
+    if call is not None and run(call):
+        return
+    from ccledger.cli.main import run as run_typer
+
+    run_typer()

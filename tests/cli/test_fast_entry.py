@@ -1,0 +1,127 @@
+"""The console script's short path for machine-readable reports must print exactly what the Typer
+commands print, take only command lines it fully understands, and stay free of Typer, Rich and pydantic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ccledger.cli.fast import parse
+from tests.support.corpus import generate
+
+
+def _env(tmp_path: Path, config_dir: Path, db: Path) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "HOME": str(home), "CLAUDE_CONFIG_DIR": str(config_dir),
+           "CCLEDGER_DB": f"sqlite:///{db}", "COLUMNS": "200"}  # fmt: skip
+    env.pop("CCLEDGER_PRICE_FILES", None)
+    return env
+
+
+def _fast(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ccledger.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def _typer(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    code = "import sys; from ccledger.cli.main import run; sys.argv = ['ccledger', *sys.argv[1:]]; run()"
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fast") / "claude"
+    generate(root, seed=5, sessions=6, requests_per_session=15)
+    return root
+
+
+ARGVS = [
+    ["daily", "--json"],
+    ["daily", "--json", "--tz", "Asia/Kolkata", "--breakdown"],
+    ["weekly", "--csv", "--tz=America/Los_Angeles"],
+    ["monthly", "--json", "-b", "--since", "20260101"],
+    ["session", "--json", "--project", "web"],
+    ["session", "--csv", "--until", "2030-01-01"],
+    ["daily", "--json", "--since", "2031-01-01"],  # empty: the message goes to stderr
+]
+
+
+@pytest.mark.parametrize("argv", ARGVS, ids=lambda a: " ".join(a))
+def test_same_output_as_typer(tmp_path: Path, corpus: Path, argv: list[str]) -> None:
+    assert parse(argv) is not None  # the short path really is taken
+    fast = _fast(argv, _env(tmp_path, corpus, tmp_path / "a.db"))
+    slow = _typer(argv, _env(tmp_path, corpus, tmp_path / "b.db"))
+    assert fast.returncode == slow.returncode == 0, fast.stderr + slow.stderr
+    assert fast.stdout == slow.stdout
+    if argv[1] == "--json" or "--json" in argv:
+        json.loads(fast.stdout)
+    # the same notes (skipped lines, unknown models, empty result); Rich may wrap them differently
+    assert " ".join(fast.stderr.split()) == " ".join(slow.stderr.split())
+
+
+def test_global_options_and_no_refresh(tmp_path: Path, corpus: Path) -> None:
+    db = tmp_path / "g.db"
+    env = _env(tmp_path, tmp_path / "empty", tmp_path / "unused.db")
+    first = _fast(["--db", f"sqlite:///{db}", "--path", str(corpus), "daily", "--json"], env)
+    assert first.returncode == 0, first.stderr
+    total = json.loads(first.stdout)["totals"]["requests"]
+    assert total > 0
+    # --no-refresh reads nothing new: an empty ledger stays empty
+    other = tmp_path / "other.db"
+    second = _fast(
+        ["--db", f"sqlite:///{other}", "--no-refresh", "--path", str(corpus), "daily", "--json"], env
+    )
+    assert second.returncode == 0
+    assert json.loads(second.stdout)["totals"]["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["daily"],  # a table
+        ["daily", "--json", "--csv"],
+        ["daily", "--json", "--bogus"],
+        ["daily", "--json", "--tz"],
+        ["--help"],
+        ["daily", "--help"],
+        ["blocks", "--json"],
+        ["cost"],
+        ["prices", "--json"],
+    ],
+)
+def test_other_command_lines_go_to_typer(argv: list[str]) -> None:
+    assert parse(argv) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [(["daily", "--json", "--since", "yesterday"], "is not a date"),
+     (["daily", "--json", "--tz", "Mars/Olympus"], "unknown time zone")],
+)  # fmt: skip
+def test_bad_values_get_typers_errors(tmp_path: Path, corpus: Path, argv: list[str], needle: str) -> None:
+    proc = _fast(argv, _env(tmp_path, corpus, tmp_path / "e.db"))
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+
+
+def test_short_path_imports_no_typer_rich_or_pydantic(tmp_path: Path, corpus: Path) -> None:
+    code = (
+        "import sys; sys.argv = ['ccledger', 'daily', '--json']\n"
+        "from ccledger.cli.fast import main; main()\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'typer', 'rich', 'pydantic', 'click'}),"
+        " file=sys.stderr)"
+    )
+    env = _env(tmp_path, corpus, tmp_path / "i.db")
+    for _ in range(2):  # the first run prints notes (skipped lines, an unknown model) with Rich
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    # a warm run with nothing to say loads none of them
+    assert proc.stderr.strip() == "[]"
