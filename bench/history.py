@@ -40,6 +40,7 @@ import re
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -555,21 +556,31 @@ def run_ccusage(version: int, root: Path, key: str, label: str) -> Run:
     return run
 
 
+CCLEDGER_VENV = BENCH_DIR / ".peers" / "ccledger-venv"
+
+
 def ccledger_argv() -> list[str]:
-    """The ``ccledger`` console script of *this* interpreter (not a pyenv shim: that adds a bash start-up)."""
-    script = Path(sys.executable).parent / "ccledger"
-    if script.is_file():
-        return [str(script)]
-    found = shutil.which("ccledger")
-    if found is None:
-        raise RuntimeError("ccledger is not installed: pip install -e .")
-    return [found]
+    """The ``ccledger`` console script of a venv of its own, as a user's ``pipx``/``pip install`` gives them.
+
+    Not this interpreter's: a machine-wide ``.pth`` file (this sandbox has one that imports certifi at
+    every start-up) would be measured as ccledger's time. The venv holds an editable install of this
+    checkout, so it always runs the code under test; it is created on first use (~1 min).
+    """
+    script = CCLEDGER_VENV / "bin" / "ccledger"
+    if not script.is_file():
+        log(f"creating {CCLEDGER_VENV} (editable install of this checkout)")
+        subprocess.run([sys.executable, "-m", "venv", str(CCLEDGER_VENV)], check=True)
+        subprocess.run([str(CCLEDGER_VENV / "bin" / "pip"), "install", "-q", "-e", str(REPO)], check=True)
+    return [str(script)]
 
 
 def ccledger_env(work: Path, root: Path, db: Path) -> dict[str, str]:
     """Isolated like a ccusage run: empty HOME (no ~/.claude, no user price file), only this corpus."""
     home = Path(tempfile.mkdtemp(prefix="home-", dir=work))
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB_PREFIXES)}
+    # Installed packages come with compiled bytecode; a session that forbids writing it would make every
+    # run recompile ccledger's modules (~70 ms), which no user's machine does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),
