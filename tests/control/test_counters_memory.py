@@ -343,3 +343,15 @@ def test_memory_stays_bounded_under_many_settled_requests():
     assert len(c._finished) == 2_000
     assert all(f.targets == () for f in c._finished.values())
     assert grown < 20_000 * 100, f"grew {grown} bytes over 20,000 requests"
+
+
+@pytest.mark.asyncio
+async def test_bucket_expiry_queue_stays_bounded_with_slow_refill() -> None:
+    """A bucket refilling over minutes gets a queue entry per debit; stale ones must not pile up."""
+    c = MemoryCounters()
+    spec = BucketSpec("rl::user:ann:rpm", capacity=5.0, refill_per_s=5 / 60)
+    for i in range(20_000):
+        await c.take_tokens((), [BucketDebit(spec, 0.001)], at(i * 0.0001))
+    assert len(c._bucket_queue) <= 2 * len(c._buckets) + 1025
+    (level,) = await c.peek_tokens([spec], at(2.0))
+    assert level.level == pytest.approx(5.0 - 20.0 + 2.0 * 5 / 60, abs=1e-6)

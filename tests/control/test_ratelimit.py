@@ -226,3 +226,16 @@ async def test_header_pairs_match_headers_and_round_reset_to_the_second():
         assert pairs == [(k.encode(), v.encode()) for k, v in d.headers().items()]
         reset = dict(d.headers())["anthropic-ratelimit-requests-reset"]
         assert reset.endswith("Z") and len(reset) == 20
+
+
+@pytest.mark.asyncio
+async def test_a_new_policy_applies_to_the_next_request() -> None:
+    """Per-user plans are derived once; replacing the policy must not leave the old limits in force."""
+    rl = RateLimiter(MemoryCounters(), RatePolicy(RateLimits(rpm=2)))
+    assert [(await rl.admit("ann", T0)).ok for _ in range(3)] == [True, True, False]
+    rl.policy = RatePolicy(RateLimits(rpm=100))
+    # The drained bucket keeps its level but now refills at 100/min: one token in 0.6 s, not 30 s.
+    decision = await rl.admit("ann", T0)
+    assert decision.requests_limit == 100 and decision.retry_after_s == pytest.approx(0.6)
+    assert decision.headers()["anthropic-ratelimit-requests-limit"] == "100"
+    assert (await rl.admit("ann", at(0.61))).ok

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from ccledger.control.counters.base import BucketCheck, BucketDebit, BucketLevel, BucketSpec, Counters
+from ccledger.control.deadline import within
 from ccledger.control.plan import Plan
 from ccledger.core.records import TokenCounts
 
@@ -130,27 +131,35 @@ def _buckets(prefix: str, limits: RateLimits | None) -> _Buckets:
 
 
 _FORMAT_CACHE_SIZE = 4096
-_rfc3339_cache: dict[int, str] = {}
-_number_cache: dict[float, str] = {}
+_rfc3339_cache: dict[int, bytes] = {}
+_number_cache: dict[float, bytes] = {}
 
 
-def _rfc3339(ts: datetime) -> str:
-    """RFC 3339 to the whole second (truncated). A bucket's full-at time moves by sub-second amounts between
-    requests, so the string is memoised per epoch second: formatting runs at most once a second per value."""
-    second = math.floor(ts.timestamp())
+def _reset_second(level: BucketLevel) -> int:
+    """When the bucket is full again (``full_at``), as a whole epoch second (truncated); computed on
+    floats, since the headers show the second and building a datetime per request costs more."""
+    wait = level.seconds_until(level.spec.capacity)
+    if wait == math.inf:
+        wait = 0.0
+    return math.floor(level.at.timestamp() + wait)
+
+
+def _rfc3339(second: int) -> bytes:
+    """RFC 3339 to the whole second. A bucket's full-at time moves by sub-second amounts between
+    requests, so the text is memoised per epoch second: formatting runs at most once a second per value."""
     out = _rfc3339_cache.get(second)
     if out is None:
-        out = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        out = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
         if len(_rfc3339_cache) >= _FORMAT_CACHE_SIZE:
             _rfc3339_cache.clear()
         _rfc3339_cache[second] = out
     return out
 
 
-def _number(value: float) -> str:
+def _number(value: float) -> bytes:
     out = _number_cache.get(value)
     if out is None:
-        out = str(int(value)) if float(value).is_integer() else f"{value:g}"
+        out = (str(int(value)) if float(value).is_integer() else f"{value:g}").encode()
         if len(_number_cache) >= _FORMAT_CACHE_SIZE:
             _number_cache.clear()
         _number_cache[value] = out
@@ -186,40 +195,26 @@ class RateDecision:
     def headers(self) -> dict[str, str]:
         """``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`` (+ ``retry-after`` when
         refused); reset is the RFC 3339 time the bucket is full again. Empty when degraded."""
-        out: dict[str, str] = {}
-        if self.degraded:
-            return out
-        for name, level, limit in (
-            ("requests", self.requests, self.requests_limit),
-            ("tokens", self.tokens, self.tokens_limit),
-        ):
-            if level is None or limit is None:
-                continue
-            out[f"anthropic-ratelimit-{name}-limit"] = _number(limit)
-            out[f"anthropic-ratelimit-{name}-remaining"] = str(max(0, math.floor(level.level + 1e-9)))
-            out[f"anthropic-ratelimit-{name}-reset"] = _rfc3339(level.full_at)
-        retry = self.retry_after_header
-        if retry is not None:
-            out["retry-after"] = str(retry)
-        return out
+        return {k.decode(): v.decode() for k, v in self.header_pairs()}
 
     def header_pairs(self) -> list[tuple[bytes, bytes]]:
         """``headers()`` as ASGI ``(name, value)`` byte pairs, names pre-encoded (the gateway's hot path)."""
         out: list[tuple[bytes, bytes]] = []
         if self.degraded:
             return out
-        for names, level, limit in (
-            (_REQ_NAMES, self.requests, self.requests_limit),
-            (_TOK_NAMES, self.tokens, self.tokens_limit),
-        ):
-            if level is None or limit is None:
-                continue
-            out.append((names[0], _number(limit).encode()))
-            out.append((names[1], str(max(0, math.floor(level.level + 1e-9))).encode()))
-            out.append((names[2], _rfc3339(level.full_at).encode()))
+        level, limit = self.requests, self.requests_limit
+        if level is not None and limit is not None:
+            out.append((_REQ_NAMES[0], _number(limit)))
+            out.append((_REQ_NAMES[1], b"%d" % max(0, math.floor(level.level + 1e-9))))
+            out.append((_REQ_NAMES[2], _rfc3339(_reset_second(level))))
+        level, limit = self.tokens, self.tokens_limit
+        if level is not None and limit is not None:
+            out.append((_TOK_NAMES[0], _number(limit)))
+            out.append((_TOK_NAMES[1], b"%d" % max(0, math.floor(level.level + 1e-9))))
+            out.append((_TOK_NAMES[2], _rfc3339(_reset_second(level))))
         retry = self.retry_after_header
         if retry is not None:
-            out.append((b"retry-after", str(retry).encode()))
+            out.append((b"retry-after", b"%d" % retry))
         return out
 
 
@@ -229,6 +224,23 @@ def _names(dim: str) -> tuple[bytes, bytes, bytes]:
 
 _REQ_NAMES = _names("requests")
 _TOK_NAMES = _names("tokens")
+_PLANS_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _UserPlan:
+    """Everything one user's admissions and token debits need from the policy: bucket specs, the
+    alternatives to check, the debits, which buckets the headers show. Derived once per user and scope
+    (until the policy changes) so a request builds no specs, keys or checks."""
+
+    alternatives: tuple[tuple[BucketCheck, ...], ...]
+    mode: PoolMode | None
+    request_debits: tuple[BucketDebit, ...]
+    token_specs: tuple[BucketSpec, ...]
+    requests_shown: BucketSpec | None
+    tokens_shown: BucketSpec | None
+    requests_limit: float | None
+    tokens_limit: int | None
 
 
 class RateLimiter:
@@ -249,62 +261,82 @@ class RateLimiter:
         namespace: str = "rl",
     ) -> None:
         self.counters = counters
-        self.policy = policy
         self.fail_open = fail_open
         self.timeout_s = timeout_s
         self.namespace = namespace
+        self._plans: dict[tuple[str, str], _UserPlan] = {}
+        self.policy = policy
 
-    def _user(self, user_id: str, scope: str) -> tuple[RateLimits, _Buckets]:
-        limits = self.policy.user_limits(user_id)
-        return limits, _buckets(f"{self.namespace}:{scope}:user:{user_id}", limits)
+    @property
+    def policy(self) -> RatePolicy:
+        return self._policy
 
-    def _org(self, scope: str) -> tuple[RateLimits | None, _Buckets]:
-        limits = self.policy.org_limits()
-        return limits, _buckets(f"{self.namespace}:{scope}:org", limits)
+    @policy.setter
+    def policy(self, policy: RatePolicy) -> None:
+        """A new policy takes effect on the next call: the per-user plans derived from the old one go."""
+        self._policy = policy
+        self._plans = {}
+
+    def _plan(self, user_id: str, scope: str) -> _UserPlan:
+        plan = self._plans.get((user_id, scope))
+        if plan is not None:
+            return plan
+        limits = self._policy.user_limits(user_id)
+        own = _buckets(f"{self.namespace}:{scope}:user:{user_id}", limits)
+        org_limits = self._policy.org_limits()
+        pool = _buckets(f"{self.namespace}:{scope}:org", org_limits)
+        own_checks, pool_checks = tuple(own.checks()), tuple(pool.checks())
+        mode = self._policy.pool_mode if pool_checks else None
+        if mode is PoolMode.HARD:
+            alternatives = (own_checks + pool_checks,)
+        elif mode is PoolMode.BORROW:
+            alternatives = (own_checks, pool_checks)
+        else:
+            alternatives = (own_checks,)
+        plan = _UserPlan(
+            alternatives=alternatives,
+            mode=mode,
+            request_debits=tuple(BucketDebit(spec, 1.0) for spec in (own.rpm, pool.rpm) if spec is not None),
+            token_specs=tuple(spec for spec in (own.tpm, pool.tpm) if spec is not None),
+            requests_shown=own.rpm or pool.rpm,
+            tokens_shown=own.tpm or pool.tpm,
+            requests_limit=limits.rpm if own.rpm is not None else (org_limits.rpm if org_limits else None),
+            tokens_limit=limits.tpm if own.tpm is not None else (org_limits.tpm if org_limits else None),
+        )
+        if len(self._plans) >= _PLANS_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[(user_id, scope)] = plan
+        return plan
 
     async def admit(self, user_id: str, now: datetime, *, scope: str = "") -> RateDecision:
         """Take one request token (user and pool) if the policy admits the request at ``now``."""
-        limits, own = self._user(user_id, scope)
-        org_limits, pool = self._org(scope)
-        own_checks, pool_checks = own.checks(), pool.checks()
-        mode = self.policy.pool_mode if pool_checks else None
-        if mode is PoolMode.HARD:
-            alternatives = [own_checks + pool_checks]
-        elif mode is PoolMode.BORROW:
-            alternatives = [own_checks, pool_checks]
-        else:
-            alternatives = [own_checks]
-        debits = [BucketDebit(spec, 1.0) for spec in (own.rpm, pool.rpm) if spec is not None]
+        plan = self._plan(user_id, scope)
+        alternatives = plan.alternatives
         try:
-            async with asyncio.timeout(self.timeout_s):
-                result = await self.counters.take_tokens(alternatives, debits, now)
+            result = await within(
+                self.counters.take_tokens(alternatives, plan.request_debits, now), self.timeout_s
+            )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             return RateDecision(self.fail_open, now, degraded=True, error=error)
         levels = result.levels
-
-        def shown(own_spec: BucketSpec | None, pool_spec: BucketSpec | None) -> BucketLevel | None:
-            spec = own_spec or pool_spec
-            return None if spec is None else levels[spec.key]
-
-        req_limit = limits.rpm if own.rpm is not None else (org_limits.rpm if org_limits else None)
-        tok_limit = limits.tpm if own.tpm is not None else (org_limits.tpm if org_limits else None)
         retry = None
         if not result.admitted:
             retry = min(
                 max((levels[c.spec.key].seconds_until(c.min_level) for c in alt), default=0.0)
                 for alt in alternatives
             )
-        borrowed = result.admitted and mode is PoolMode.BORROW and not result.clauses[0]
+        borrowed = result.admitted and plan.mode is PoolMode.BORROW and not result.clauses[0]
+        req, tok = plan.requests_shown, plan.tokens_shown
         return RateDecision(
             result.admitted,
             now,
             retry_after_s=retry,
             borrowed=borrowed,
-            requests=shown(own.rpm, pool.rpm),
-            tokens=shown(own.tpm, pool.tpm),
-            requests_limit=req_limit,
-            tokens_limit=tok_limit,
+            requests=None if req is None else levels[req.key],
+            tokens=None if tok is None else levels[tok.key],
+            requests_limit=plan.requests_limit,
+            tokens_limit=plan.tokens_limit,
         )
 
     async def record_tokens(
@@ -316,15 +348,13 @@ class RateLimiter:
         amount = tokens if isinstance(tokens, int) else tpm_tokens(tokens)
         if amount < 0:
             raise ValueError("token count must be >= 0")
-        _, own = self._user(user_id, scope)
-        _, pool = self._org(scope)
-        debits = [BucketDebit(spec, float(amount)) for spec in (own.tpm, pool.tpm) if spec is not None]
-        if not debits:
+        specs = self._plan(user_id, scope).token_specs
+        if not specs:
             return ()
+        debits = [BucketDebit(spec, float(amount)) for spec in specs]
         if not bounded:
             return await self.counters.debit_tokens(debits, now)
-        async with asyncio.timeout(self.timeout_s):
-            return await self.counters.debit_tokens(debits, now)
+        return await within(self.counters.debit_tokens(debits, now), self.timeout_s)
 
     async def wait_admit(
         self,

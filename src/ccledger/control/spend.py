@@ -33,6 +33,7 @@ from ccledger.control.counters.base import (
     SpendTarget,
     item_blocks,
 )
+from ccledger.control.deadline import within
 from ccledger.core.limits import SpendLimit
 from ccledger.core.periods import PERIODS, utc_period, utc_period_key
 
@@ -98,6 +99,7 @@ def _group_cap(table: CapTable, group_ids: Iterable[str], period: str) -> Effect
     found = [lim for g in sorted(set(group_ids)) if (lim := table.get("rbac_group", g, period)) is not None]
     if not found:
         return None
+
     def size(lim: SpendLimit) -> Decimal:
         return Decimal("Infinity") if lim.amount_cents is None else lim.amount_cents
 
@@ -298,6 +300,16 @@ class _Slot:
         return ReserveItem(self.counter, self.period_key, amount_nanos, self.cap_nanos)
 
 
+@dataclass(frozen=True, slots=True)
+class _Shell:
+    """A principal's slots for one UTC day, their targets, and which of them are capped (the only ones
+    admission reports usage for)."""
+
+    slots: tuple[_Slot, ...]
+    targets: tuple[SpendTarget, ...]
+    capped: tuple[int, ...]
+
+
 class SpendGuard:
     """Admission, settlement and release of spend reservations for one gateway.
 
@@ -335,7 +347,7 @@ class SpendGuard:
         self._caps: dict[Principal, ResolvedCaps] = {}
         # (principal, UTC day) -> the slots and their targets; dropped with the caps when they change,
         # and keyed by day so a period rollover (a new period key) is a cache miss by construction.
-        self._shells: dict[tuple[Principal, date], tuple[tuple[_Slot, ...], tuple[SpendTarget, ...]]] = {}
+        self._shells: dict[tuple[Principal, date], _Shell] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.set_limits(limits)
 
@@ -358,13 +370,10 @@ class SpendGuard:
         return caps
 
     async def _bounded(self, awaitable: Awaitable[T]) -> T:
-        """Every counter call is bounded (§A6: 2 s); ``asyncio.timeout`` costs no extra task."""
-        async with asyncio.timeout(self.timeout_s):
-            return await awaitable
+        """Every counter call is bounded (§A6: 2 s); a timer is armed only if the call waits (``within``)."""
+        return await within(awaitable, self.timeout_s)
 
-    def _shells_for(
-        self, principal: Principal, at: datetime
-    ) -> tuple[tuple[_Slot, ...], tuple[SpendTarget, ...]]:
+    def _shells_for(self, principal: Principal, at: datetime) -> _Shell:
         """Every counter/period the request touches: user and key, each period, capped or not (uncapped
         periods are still counted so a cap added mid-period starts from the right spend). Memoised per
         principal and UTC day until the caps change: the hot path builds nothing but the reserve items."""
@@ -385,18 +394,19 @@ class SpendGuard:
                 cap = by_period[period]
                 target = SpendTarget(counter, key)
                 slots.append(_Slot(scope, period, cap, counter, key, cap.cap_nanos, reset_at, target))
-        entry = (tuple(slots), tuple(s.target for s in slots))
+        capped = tuple(i for i, s in enumerate(slots) if s.cap_nanos is not None)
+        entry = _Shell(tuple(slots), tuple(s.target for s in slots), capped)
         if len(self._shells) >= _CAPS_CACHE_SIZE:
             self._shells.clear()
         self._shells[cache_key] = entry
         return entry
 
     def _slots(self, principal: Principal, at: datetime) -> tuple[_Slot, ...]:
-        return self._shells_for(principal, at)[0]
+        return self._shells_for(principal, at).slots
 
     def targets(self, principal: Principal, at: datetime) -> tuple[SpendTarget, ...]:
         """The counters a request started at ``at`` is billed to (what ``settle`` falls back to)."""
-        return self._shells_for(principal, at)[1]
+        return self._shells_for(principal, at).targets
 
     async def admit(
         self,
@@ -412,27 +422,27 @@ class SpendGuard:
         HEADROOM). Raises only ``DuplicateRequestId`` (a caller bug); store trouble becomes ``degraded``."""
         if estimate_nanos < 0:
             raise ValueError("estimate_nanos must be >= 0")
-        slots = self._slots(principal, now)
-        items = [s.item(estimate_nanos) for s in slots]
+        shell = self._shells_for(principal, now)
+        slots = shell.slots
+        items = [ReserveItem(s.counter, s.period_key, estimate_nanos, s.cap_nanos) for s in slots]
         try:
-            async with asyncio.timeout(self.timeout_s):
-                result = await self.counters.reserve(request_id, items, self.lease_ttl_s, now, mode=mode)
+            result = await within(
+                self.counters.reserve(request_id, items, self.lease_ttl_s, now, mode=mode), self.timeout_s
+            )
         except DuplicateRequestId:
             raise
         except Exception as exc:
             return self._unavailable(request_id, slots, now, exc)
-        usage: dict[int, PeriodUsage] = {}
-        for i, (slot, state) in enumerate(zip(slots, result.states, strict=True)):
-            if slot.cap_nanos is not None:
-                usage[i] = _usage(slot, state)
+        states = result.states
+        usage = tuple(_usage(slots[i], states[i]) for i in shell.capped)
+        if not result.blocked:
+            return Admission(result.admitted, now, usage, replayed=result.replayed)
+        by_index = dict(zip(shell.capped, usage, strict=True))
         blocked = tuple(
-            CapHit(
-                usage[i],
-                transient=not item_blocks(items[i], CounterState(result.states[i].spent_nanos), mode),
-            )
+            CapHit(by_index[i], not item_blocks(items[i], CounterState(states[i].spent_nanos), mode))
             for i in result.blocked
         )
-        return Admission(result.admitted, now, tuple(usage.values()), blocked, replayed=result.replayed)
+        return Admission(result.admitted, now, usage, blocked, replayed=result.replayed)
 
     def _unavailable(
         self, request_id: str, slots: Sequence[_Slot], now: datetime, exc: Exception
@@ -467,8 +477,8 @@ class SpendGuard:
         targets = self.targets(principal, started_at or now)
         if not bounded:
             return await self.counters.settle(request_id, actual_nanos, now, targets=targets)
-        async with asyncio.timeout(self.timeout_s):
-            return await self.counters.settle(request_id, actual_nanos, now, targets=targets)
+        call = self.counters.settle(request_id, actual_nanos, now, targets=targets)
+        return await within(call, self.timeout_s)
 
     async def release(self, request_id: str, now: datetime | None = None) -> bool:
         """Drop the reservation without spend (idempotent); True if one was held."""

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from ccledger.control.counters.base import Counters
+from ccledger.control.deadline import within
 from ccledger.control.estimate import RequestShape, UnboundedRequest, make_estimator
 from ccledger.control.spend import Principal as CapPrincipal
 from ccledger.control.spend import SpendGuard
@@ -48,8 +49,8 @@ class Ticket:
     """An admitted request's holds: a spend reservation and a rate-limit admission."""
 
     __slots__ = (
-        "_done", "_headers", "_limits", "cap_principal", "rate", "request_id", "session_id", "started_at",
-        "user_id",
+        "_done", "_headers", "_limits", "_stage", "cap_principal", "rate", "request_id", "session_id",
+        "started_at", "user_id",
     )  # fmt: skip
 
     def __init__(
@@ -88,25 +89,27 @@ class Ticket:
         lim = self._limits
         if completed:
             lim.estimator.observe(self.user_id, self.session_id, cost_nanos)
-        # One timer bounds both counter calls (spend then tokens) instead of one each.
-        spend_done = False
+        # One deadline bounds both counter calls (spend then tokens), and it is armed only if one of them
+        # actually waits (``within``): the in-process counters never do.
+        self._stage = "spend settle"
         try:
-            async with asyncio.timeout(lim.guard.timeout_s):
-                try:
-                    await lim.guard.settle(
-                        self.request_id, self.cap_principal, cost_nanos, lim.clock(),
-                        started_at=self.started_at, bounded=False,
-                    )  # fmt: skip
-                except Exception as exc:  # the ledger row is the durable record; counters catch up at restart
-                    log.warning("spend settle failed: %s", type(exc).__name__)
-                spend_done = True
-                if self.rate is not None:
-                    await lim.rate.settle(self.rate, tokens, lim.clock(), bounded=False)
+            await within(self._settle_counters(cost_nanos, tokens), lim.guard.timeout_s)
         except TimeoutError:
-            if spend_done:
-                log.warning("rate-limit token debit failed: TimeoutError")
-            else:
-                log.warning("spend settle failed: TimeoutError")
+            log.warning("%s failed: TimeoutError", self._stage)
+
+    async def _settle_counters(self, cost_nanos: int, tokens: TokenCounts) -> None:
+        lim = self._limits
+        now = lim.clock()
+        try:
+            await lim.guard.settle(
+                self.request_id, self.cap_principal, cost_nanos, now, started_at=self.started_at,
+                bounded=False,
+            )  # fmt: skip
+        except Exception as exc:  # the ledger row is the durable record; counters catch up at restart
+            log.warning("spend settle failed: %s", type(exc).__name__)
+        if self.rate is not None:
+            self._stage = "rate-limit token debit"
+            await lim.rate.settle(self.rate, tokens, now, bounded=False)
 
     async def extend(self) -> None:
         try:
@@ -131,20 +134,27 @@ def _unified_headers(adm: Any) -> list[tuple[bytes, bytes]]:
     (epoch seconds), plus the fullest cap as ``-utilization``/``-reset``/``-status``. Exact names used by
     Anthropic's gateway are unconfirmed; these follow the subscription headers' pattern.
     """
-    fullest = adm.fullest
-    if fullest is None:
+    usage = adm.usage
+    if adm.degraded or not usage:
         return []
+    # One pass: the fullest cap per period, and overall (as ``Admission.fullest``: highest fraction, then
+    # latest reset, the first of equals).
+    per_period: dict[str, Any] = {}
+    fullest = usage[0]
+    best = (fullest.fraction, fullest.reset_at)
+    for u in usage:
+        frac = u.fraction
+        prev = per_period.get(u.period)
+        if prev is None or frac > prev.fraction:
+            per_period[u.period] = u
+        if (frac, u.reset_at) > best:
+            best, fullest = (frac, u.reset_at), u
     out: list[tuple[bytes, bytes]] = []
-    seen: dict[str, Any] = {}
-    for u in adm.usage:
-        prev = seen.get(u.period)
-        if prev is None or u.fraction > prev.fraction:
-            seen[u.period] = u
-    for period, u in seen.items():
+    for period, u in per_period.items():
         util_name, reset_name = _period_names(period)
         out.append((util_name, _fraction(u.fraction)))
         out.append((reset_name, _epoch(u.reset_at)))
-    frac = fullest.fraction
+    frac = best[0]
     status = b"allowed" if frac < 0.75 else (b"allowed_warning" if frac < 1 else b"rejected")
     out.append((b"anthropic-ratelimit-unified-status", status))
     out.append((b"anthropic-ratelimit-unified-utilization", _fraction(frac)))

@@ -37,9 +37,9 @@ class UpstreamError(ConnectionError):
 
 class _Conn(asyncio.Protocol):
     __slots__ = (
-        "_buffered", "_chunks", "_framed", "_got_bytes", "_headers_fut", "_name", "_paused", "_timer",
-        "_waiter", "closed", "done", "exc", "headers", "keep_alive", "loop", "parser", "pool", "status",
-        "transport",
+        "_buffered", "_chunks", "_framed", "_got_bytes", "_headers_fut", "_last_rx", "_name", "_paused",
+        "_timer", "_waiter", "closed", "done", "exc", "headers", "keep_alive", "loop", "parser", "pool",
+        "status", "transport",
     )  # fmt: skip
 
     def __init__(self, pool: UpstreamPool) -> None:
@@ -49,6 +49,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
+        self._last_rx = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -73,7 +74,7 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
-        self._arm_timer()
+        self._last_rx = self.loop.time()  # what the read-inactivity timer checks when it fires
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - never asked for
@@ -153,24 +154,39 @@ class _Conn(asyncio.Protocol):
             self.transport.abort()
 
     def _arm_timer(self) -> None:
+        """Start the read-inactivity timer for a request. One timer per request, not one per chunk: data
+        only records when it arrived, and the timer, when it fires, re-arms itself for the time left."""
+        self._last_rx = now = self.loop.time()
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.loop.call_later(self.pool.read_timeout, self._on_timeout)
+        self._timer = self.loop.call_at(now + self.pool.read_timeout, self._on_timer)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _on_timeout(self) -> None:
+    def _on_timer(self) -> None:
+        due = self._last_rx + self.pool.read_timeout
+        if self.loop.time() < due:
+            self._timer = self.loop.call_at(due, self._on_timer)
+            return
+        self._timer = None
         self._fail(TimeoutError(f"no data from upstream for {self.pool.read_timeout:g} s"))
 
     # -- used by UpstreamResponse -------------------------------------------------------------------
 
     async def next_chunk(self) -> bytes | None:
+        """The body bytes received so far and not yet taken (several parsed chunks come back joined, so
+        the relay makes one downstream write for what arrived together), or None at the end."""
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
+            chunks = self._chunks
+            if chunks:
+                if len(chunks) == 1:
+                    chunk = chunks.popleft()
+                else:
+                    chunk = b"".join(chunks)
+                    chunks.clear()
                 self._buffered -= len(chunk)
                 if self._paused and self._buffered < _LOW_WATER and self.transport is not None:
                     self._paused = False

@@ -98,7 +98,12 @@ class Spool:
 
 
 class BatchWriter:
-    """One consumer task; ``submit`` is synchronous and never blocks the request path."""
+    """One consumer task; ``submit`` is synchronous and never blocks the request path.
+
+    ``submit`` appends to a list and at most sets an event: the consumer wakes once per batch (at the
+    first row, then when ``batch`` rows are pending or ``flush_ms`` has passed), not once per row, so a
+    request pays a list append for its ledger row.
+    """
 
     def __init__(
         self,
@@ -118,7 +123,9 @@ class BatchWriter:
         self.replay_s = replay_seconds
         self._on_spool = on_spool
         self._on_error = on_error
-        self._queue: asyncio.Queue[PricedRow] = asyncio.Queue()
+        self._pending: list[PricedRow] = []
+        self._wake = asyncio.Event()  # set when the first row of a batch arrives
+        self._full = asyncio.Event()  # set when ``batch`` rows are pending
         self._task: asyncio.Task[None] | None = None
         self._replayer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -130,7 +137,12 @@ class BatchWriter:
     def submit(self, row: PricedRow) -> None:
         self._inflight += 1
         self._idle.clear()
-        self._queue.put_nowait(row)
+        pending = self._pending
+        pending.append(row)
+        if len(pending) == 1:
+            self._wake.set()
+        if len(pending) >= self.batch:
+            self._full.set()
 
     async def start(self) -> None:
         await self.replay()
@@ -152,9 +164,7 @@ class BatchWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         # Anything that slipped in after the last batch goes straight to the store (or spool).
-        rest: list[PricedRow] = []
-        while not self._queue.empty():
-            rest.append(self._queue.get_nowait())
+        rest, self._pending = self._pending, []
         if rest:
             await self._write(rest)
 
@@ -175,22 +185,18 @@ class BatchWriter:
                 await self.replay()
 
     async def _run(self) -> None:
-        q = self._queue
         while True:
-            first = await q.get()
-            rows = [first]
-            deadline = asyncio.get_running_loop().time() + self.flush_s
-            while len(rows) < self.batch:
-                if q.empty():
-                    timeout = deadline - asyncio.get_running_loop().time()
-                    if timeout <= 0:
-                        break
-                    try:
-                        rows.append(await asyncio.wait_for(q.get(), timeout))
-                    except TimeoutError:
-                        break
-                else:
-                    rows.append(q.get_nowait())
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            if len(self._pending) < self.batch:
+                # Give the batch ``flush_ms`` from its first row to fill, or less if it fills sooner.
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.flush_s):
+                        await self._full.wait()
+            rows = self._pending[: self.batch]
+            del self._pending[: self.batch]
             await self._write(rows)
 
     async def _write(self, rows: list[PricedRow]) -> None:

@@ -132,15 +132,16 @@ def item_blocks(item: ReserveItem, state: CounterState, mode: AdmitMode) -> bool
 
 def validate_items(items: Sequence[ReserveItem]) -> None:
     """Shared argument checks: a backend must reject what would corrupt its sums."""
-    seen: set[SpendTarget] = set()
+    seen: set[tuple[str, str]] = set()
     for item in items:
         if item.amount_nanos < 0:
             raise ValueError(f"negative reservation for {item.target}")
         if item.cap_nanos is not None and item.cap_nanos < 0:
             raise ValueError(f"negative cap for {item.target}")
-        if item.target in seen:
+        key = (item.counter, item.period_key)
+        if key in seen:
             raise ValueError(f"{item.target} appears twice in one reservation")
-        seen.add(item.target)
+        seen.add(key)
 
 
 def period_key_end(period_key: str) -> datetime | None:

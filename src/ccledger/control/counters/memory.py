@@ -42,6 +42,7 @@ from ccledger.control.counters.base import (
 _EPS = 1e-9  # float refill arithmetic must not turn 1.0 into 0.9999999 and refuse a due request
 
 _SETTLED, _RELEASED, _EXPIRED = "settled", "released", "expired"
+_EMPTY = CounterState()  # immutable: every never-touched counter reads as this one instance
 
 
 @dataclass(slots=True)
@@ -52,12 +53,13 @@ class _Slot:
 
 @dataclass(slots=True)
 class _Lease:
-    holds: tuple[tuple[SpendTarget, int], ...]
-    expires_at: float
+    """A live reservation: the counters it holds room on (the slot objects themselves, so dropping the
+    holds needs no lookups; a slot whose period was pruned meanwhile is detached, and decrementing it
+    changes nothing that is read), the same counters by name (where a settle adds), and its expiry."""
 
-    @property
-    def targets(self) -> tuple[SpendTarget, ...]:
-        return tuple(t for t, _ in self.holds)
+    holds: tuple[tuple[_Slot, int], ...]
+    targets: tuple[SpendTarget, ...]
+    expires_at: float
 
 
 @dataclass(slots=True)
@@ -122,22 +124,32 @@ class MemoryCounters:
         if ttl_s <= 0:
             raise ValueError("ttl_s must be > 0")
         now_s = self._purge(now)
-        targets = [SpendTarget(i.counter, i.period_key) for i in items]
         if request_id in self._leases:
-            return ReserveResult(True, tuple(self._state(t) for t in targets), (), replayed=True)
+            states = tuple(self._state(i.counter, i.period_key) for i in items)
+            return ReserveResult(True, states, (), replayed=True)
         if request_id in self._finished:
             raise DuplicateRequestId(f"request id {request_id!r} already {self._finished[request_id].state}")
-        states = tuple(self._state(t) for t in targets)
-        pairs = enumerate(zip(items, states, strict=True))
-        blocked = tuple(n for n, (item, state) in pairs if item_blocks(item, state, mode))
+        # One pass reads every state and applies the shared rule to capped items (an uncapped item never
+        # blocks), so admission touches each counter once.
+        states = []
+        blocked = []
+        for n, item in enumerate(items):
+            state = self._state(item.counter, item.period_key)
+            states.append(state)
+            if item.cap_nanos is not None and item_blocks(item, state, mode):
+                blocked.append(n)
         if blocked:
-            return ReserveResult(False, states, blocked)
-        for item, target in zip(items, targets, strict=True):
-            self._slot(target).reserved += item.amount_nanos
-        lease = _Lease(tuple((t, i.amount_nanos) for t, i in zip(targets, items, strict=True)), now_s + ttl_s)
+            return ReserveResult(False, tuple(states), tuple(blocked))
+        holds = []
+        for item in items:
+            slot = self._slot(item.counter, item.period_key)
+            slot.reserved += item.amount_nanos
+            holds.append((slot, item.amount_nanos))
+        targets = tuple(SpendTarget(i.counter, i.period_key) for i in items)
+        lease = _Lease(tuple(holds), targets, now_s + ttl_s)
         self._leases[request_id] = lease
         self._queue_lease(request_id, lease.expires_at)
-        return ReserveResult(True, states)
+        return ReserveResult(True, tuple(states))
 
     async def extend(self, request_id: str, ttl_s: float, now: datetime) -> bool:
         if ttl_s <= 0:
@@ -194,12 +206,12 @@ class MemoryCounters:
     async def read(self, counter: str, period_key: str, now: datetime | None = None) -> CounterState:
         if now is not None:
             self._purge(now)
-        return self._state(SpendTarget(counter, period_key))
+        return self._state(counter, period_key)
 
     async def seed(self, counter: str, period_key: str, spent_nanos: int) -> None:
         if spent_nanos < 0:
             raise ValueError("spent_nanos must be >= 0")
-        self._slot(SpendTarget(counter, period_key)).spent = spent_nanos
+        self._slot(counter, period_key).spent = spent_nanos
 
     async def add_spent(self, counter: str, period_keys: Sequence[str], nanos: int) -> None:
         if nanos < 0:
@@ -215,8 +227,15 @@ class MemoryCounters:
         now: datetime,
     ) -> TakeResult:
         now_s = self._purge(now)
-        specs = _collect_specs([c.spec for alt in alternatives for c in alt] + [d.spec for d in debits])
-        levels = {key: self._level(spec, now_s) for key, spec in specs.items()}
+        specs: dict[str, BucketSpec] = {}
+        levels: dict[str, float] = {}
+        for spec in itertools.chain((c.spec for alt in alternatives for c in alt), (d.spec for d in debits)):
+            seen = specs.get(spec.key)
+            if seen is None:
+                specs[spec.key] = spec
+                levels[spec.key] = self._level(spec, now_s)
+            elif seen is not spec and seen != spec:  # callers reuse spec objects: identity is the common case
+                raise ValueError(f"bucket {spec.key!r} named with two different specs in one call")
         clauses = tuple(all(levels[c.spec.key] + _EPS >= c.min_level for c in alt) for alt in alternatives)
         admitted = not alternatives or any(clauses)
         if admitted:
@@ -262,32 +281,32 @@ class MemoryCounters:
                 del self._buckets[key]
         return now_s
 
-    def _state(self, target: SpendTarget) -> CounterState:
-        slot = self._periods.get(target.period_key, {}).get(target.counter)
-        return CounterState() if slot is None else CounterState(slot.spent, slot.reserved)
+    def _state(self, counter: str, period_key: str) -> CounterState:
+        group = self._periods.get(period_key)
+        slot = None if group is None else group.get(counter)
+        return _EMPTY if slot is None else CounterState(slot.spent, slot.reserved)
 
-    def _slot(self, target: SpendTarget) -> _Slot:
-        group = self._periods.get(target.period_key)
+    def _slot(self, counter: str, period_key: str) -> _Slot:
+        group = self._periods.get(period_key)
         if group is None:
-            group = self._periods[target.period_key] = {}
-            end = period_key_end(target.period_key)
+            group = self._periods[period_key] = {}
+            end = period_key_end(period_key)
             if end is not None:
                 forget_at = end.timestamp() + self._period_retention_s
-                heapq.heappush(self._period_queue, (forget_at, target.period_key))
-        slot = group.get(target.counter)
+                heapq.heappush(self._period_queue, (forget_at, period_key))
+        slot = group.get(counter)
         if slot is None:
-            slot = group[target.counter] = _Slot()
+            slot = group[counter] = _Slot()
         return slot
 
     def _add(self, targets: Iterable[SpendTarget], nanos: int) -> None:
-        for target in targets:
-            self._slot(target).spent += nanos
+        for counter, period_key in targets:
+            self._slot(counter, period_key).spent += nanos
 
-    def _drop_holds(self, lease: _Lease) -> None:
-        for target, amount in lease.holds:
-            slot = self._periods.get(target.period_key, {}).get(target.counter)
-            if slot is not None:  # None only if the period was already pruned
-                slot.reserved -= amount
+    @staticmethod
+    def _drop_holds(lease: _Lease) -> None:
+        for slot, amount in lease.holds:
+            slot.reserved -= amount
 
     def _queue_lease(self, rid: str, expires_at: float) -> None:
         heapq.heappush(self._lease_queue, (expires_at, next(self._seq), rid))
@@ -301,11 +320,12 @@ class MemoryCounters:
         # A settled id only has to be recognised as a duplicate; only a released or expired one needs
         # its counters (a late settle still adds there). Keeping no targets for settled ids keeps the
         # memory per remembered request to its id.
-        kept = () if state == _SETTLED else targets
-        self._finished[rid] = _Finished(state, kept, at_s + self._finished_ttl_s)
-        self._finished.move_to_end(rid)
-        while len(self._finished) > self._max_finished:
-            self._finished.popitem(last=False)
+        kept = () if state is _SETTLED else targets
+        finished = self._finished
+        finished.pop(rid, None)  # (re)inserted at the end, so the map stays in forget-at order
+        finished[rid] = _Finished(state, kept, at_s + self._finished_ttl_s)
+        if len(finished) > self._max_finished:
+            finished.popitem(last=False)
 
     def _level(self, spec: BucketSpec, now_s: float) -> float:
         bucket = self._buckets.get(spec.key)
@@ -322,13 +342,12 @@ class MemoryCounters:
         if spec.refill_per_s > 0:
             full_at = updated_at + (spec.capacity - level) / spec.refill_per_s
             heapq.heappush(self._bucket_queue, (full_at, spec.key))
+            # Every debit queues an entry and only the latest per bucket matters: with limits of a few
+            # requests a minute, entries would pile up for a minute at every request rate. Rebuild from
+            # the live buckets once stale entries dominate (amortised O(1) per debit).
+            if len(self._bucket_queue) > 2 * len(self._buckets) + 1024:
+                live = self._buckets.items()
+                self._bucket_queue = [(b.full_at, k) for k, b in live if b.full_at < math.inf]
+                self._bucket_queue.append((full_at, spec.key))
+                heapq.heapify(self._bucket_queue)
         self._buckets[spec.key] = _Bucket(level, updated_at, full_at)
-
-
-def _collect_specs(specs: Iterable[BucketSpec]) -> dict[str, BucketSpec]:
-    out: dict[str, BucketSpec] = {}
-    for spec in specs:
-        seen = out.setdefault(spec.key, spec)
-        if seen != spec:
-            raise ValueError(f"bucket {spec.key!r} named with two different specs in one call")
-    return out
