@@ -31,6 +31,13 @@ class App:
             self._ledger = Ledger.open(self.settings.db)
         return self._ledger
 
+    def ledger_for_refresh(self) -> Ledger:
+        """The ledger, without creating a new store's schema first: ``services.history.refresh`` does that
+        while its worker processes read, so a first run does not wait for it."""
+        if self._ledger is None:
+            self._ledger = Ledger(self.settings.db)
+        return self._ledger
+
     def config_dirs(self) -> list[Path]:
         """Claude config dirs: their ``projects`` folder is read."""
         return claude_config_dirs()

@@ -269,3 +269,30 @@ def test_json_written_with_spaces_is_read_too(tmp_path):
     (proj / "s1.jsonl").write_text(line("m1") + "\n" + spaced + "\n")
     assert refresh(ledger, BOOK, [root]).bad_lines == 0
     assert summary(ledger) == (2, 107)
+
+
+def test_a_new_store_gets_its_schema_while_workers_read(tmp_path):
+    """``refresh`` on a store that does not exist yet: the file is not needed to plan the read, the schema
+    is created while the worker processes read, and everything lands (checked with two workers and one)."""
+    root = tmp_path / "claude"
+    proj = root / "projects" / "-home-a-proj"
+    proj.mkdir(parents=True)
+    for n in range(4):
+        (proj / f"s{n}.jsonl").write_text("".join(line(f"m{n}-{i}", 10 + i) + "\n" for i in range(5)))
+    for workers in (2, 1):
+        db = tmp_path / f"new-{workers}" / "l.db"
+        ledger = Ledger(f"sqlite:///{db}")
+        assert ledger.cursors_if_any() == {} and not db.exists()
+        stats = refresh(ledger, BOOK, [root], workers=workers)
+        assert ledger.is_current()
+        assert stats.records == 20
+        assert summary(ledger) == (20, 4 * sum(10 + i for i in range(5)))
+        assert len(ledger.cursors()) == 4
+        ledger.close()
+
+
+def test_nothing_to_read_still_creates_the_store(tmp_path):
+    ledger = Ledger(f"sqlite:///{tmp_path / 'empty.db'}")
+    stats = refresh(ledger, BOOK, [tmp_path / "no-such-config-dir"])
+    assert stats.files_seen == 0
+    assert ledger.is_current() and ledger.count() == 0

@@ -70,8 +70,8 @@ def refresh_ledger(app: App, err: Console | LazyConsole, *, verbose: bool) -> Re
         return hook
 
     try:
-        stats = refresh(app.ledger, app.book, app.config_dirs(), extra_paths=app.settings.extra_paths,
-                        progress=progress)  # fmt: skip
+        stats = refresh(app.ledger_for_refresh(), app.book, app.config_dirs(),
+                        extra_paths=app.settings.extra_paths, progress=progress)  # fmt: skip
     finally:
         if "p" in bar:
             bar["p"].stop()

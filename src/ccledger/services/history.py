@@ -23,7 +23,8 @@ from ccledger.sources.transcripts import (
 )
 from ccledger.store.ledger import CodeChange, Ledger, price_record, row_of, to_ms
 
-BATCH_RECORDS = 50_000
+# Rows per transaction: small enough that the last one, written after the workers finish, is short.
+BATCH_RECORDS = 10_000
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 
 ProgressHook = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -69,7 +70,10 @@ def refresh(
     stats.dirs = transcript_dirs(roots, extra_paths)
     files = discover_paths(stats.dirs)
     stats.files_seen = len(files)
-    known = ledger.cursors()
+    # A new store gets its schema while the worker processes read (creating it takes ~1 s of imports
+    # and DDL); nothing is written before it exists. An existing one is checked here, cheaply.
+    current = ledger.is_current()
+    known = ledger.cursors() if current else ledger.cursors_if_any()
     work = list(pending(files, known))
     total = sum(n for _, _, n in work)
     hook = progress(total) if progress else None
@@ -95,7 +99,11 @@ def refresh(
         if hook:
             hook(done, total)
 
-    for result in scan_many(work, _scan_and_price, workers=workers, on_file=on_file):
+    def started() -> None:
+        if not current:
+            ledger.migrate()
+
+    for result in scan_many(work, _scan_and_price, workers=workers, on_file=on_file, started=started):
         if result is None:
             continue
         scan, rows = result
@@ -118,6 +126,8 @@ def refresh(
         batch_cursors.append(scan.state)
         if len(batch_rows) >= BATCH_RECORDS:
             flush()
+    if not work:
+        started()
     if batch_rows or batch_changes or batch_cursors:
         flush()
     return stats

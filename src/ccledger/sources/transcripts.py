@@ -36,6 +36,7 @@ MAX_BAD_REPORTED = 1000
 # in place instead of copied and validated: they can reach hundreds of MB.
 SHAPE_ONLY_BYTES = 8 * 1024 * 1024
 _RELEASE_EVERY = 64 * 1024 * 1024
+_USAGE_KEY = b'"usage":'
 _USAGE_MARK = b'"usage":{'
 _USAGE_MARK_SPACED = b'"usage": {'
 _PATCH_MARK = b'"structuredPatch"'
@@ -111,7 +112,7 @@ class FileScan:
     bad_count: int = 0
     bytes_read: int = 0
     error: str | None = None
-    # The most complete line seen so far per request key, with its line number: records are built once
+    # The most complete line seen so far per request key, with its file offset: records are built once
     # per request at the end of the file, not once per streamed line.
     pending: dict[str, tuple[int, _AssistantLine, int]] = field(default_factory=dict)
 
@@ -234,7 +235,7 @@ def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
         return FileScan(state, error=str(exc))
 
 
-CHUNK_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 256 * 1024
 _validate_array = msgspec.json.Decoder(list[_Any]).decode
 _BYTE_POS = re.compile(r"\(byte (\d+)\)")
 
@@ -304,11 +305,11 @@ def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
             seg.decode("utf-8")
         except UnicodeDecodeError as exc:
             utf = exc.start
-    body = seg[:-1] if seg.endswith(b"\n") else seg
     js: int | None = None
-    if body.strip():
-        js = _array_error(b"[" + body.replace(b"\n", b",") + b"]", None, len(seg))
+    if seg and not seg.isspace():
+        js = _array_error(_as_array(seg), None, len(seg))
         if js is not None and js >= 0:
+            body = seg[:-1] if seg.endswith(b"\n") else seg
             ls = body.rfind(b"\n", 0, js) + 1
             le = body.find(b"\n", js)
             if not body[ls : le if le != -1 else len(body)].strip():
@@ -327,7 +328,21 @@ def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
     return min(utf, js)
 
 
-def _array_error(arr: bytes, where: tuple[list[int], list[bytes]] | None, size: int) -> int | None:
+def _as_array(seg: bytes) -> bytearray:
+    """``[line,line,...]`` with the same offsets as ``seg`` (shifted by one), in two copies of the chunk."""
+    arr = bytearray(b"[")
+    arr += seg
+    arr = arr.replace(b"\n", b",")
+    if seg.endswith(b"\n"):
+        arr[-1] = 0x5D  # the last newline becomes "]"
+    else:
+        arr.append(0x5D)
+    return arr
+
+
+def _array_error(
+    arr: bytes | bytearray, where: tuple[list[int], list[bytes]] | None, size: int
+) -> int | None:
     """None if ``arr`` is a valid array of objects, else the segment offset of the error (-1: unknown)."""
     try:
         _validate_array(arr)
@@ -421,28 +436,32 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
     find = buf.find
     rfind = buf.rfind
     count = buf.count
-    # Claude Code writes compact JSON; a file written with spaces (``"usage": {``) is read too.
-    marks = (_USAGE_MARK, _USAGE_MARK_SPACED) if _USAGE_MARK_SPACED in buf else (_USAGE_MARK,)
-    for mark in marks:
-        i = find(mark)
-        while i != -1:
-            ls = rfind(b"\n", 0, i) + 1
-            le = find(b"\n", i)
-            if ls not in bad_starts:
-                # Line numbers are only needed for lines reported bad, so they are counted only then.
-                try:
-                    why = _offer(_decode_assistant(buf[ls:le]), base + ls, scan)
-                except msgspec.DecodeError as exc:  # ValidationError included; validation prevents it
-                    why = f"unexpected shape ({exc})"
-                if why is not None:
-                    _bad(scan, where.path, line_no + count(b"\n", 0, ls) + 1, why)
-            i = find(mark, le)
+    # One pass for the key; what follows it tells a usage block (``{``, or `` {`` in JSON written with
+    # spaces) from e.g. ``"usage":null``.
+    usage_lines: set[int] = set()
+    i = find(_USAGE_KEY)
+    while i != -1:
+        j = i + len(_USAGE_KEY)
+        if buf[j : j + 1] != b"{" and buf[j : j + 2] != b" {":
+            i = find(_USAGE_KEY, j)
+            continue
+        ls = rfind(b"\n", 0, i) + 1
+        le = find(b"\n", i)
+        usage_lines.add(ls)
+        if ls not in bad_starts:
+            # Line numbers are only needed for lines reported bad, so they are counted only then.
+            try:
+                why = _offer(_decode_assistant(buf[ls:le]), base + ls, scan)
+            except msgspec.DecodeError as exc:  # ValidationError included; validation prevents it
+                why = f"unexpected shape ({exc})"
+            if why is not None:
+                _bad(scan, where.path, line_no + count(b"\n", 0, ls) + 1, why)
+        i = find(_USAGE_KEY, le)
     i = find(_PATCH_MARK)
     while i != -1:
         ls = rfind(b"\n", 0, i) + 1
         le = find(b"\n", i)
-        has_usage = any(find(m, ls, le) != -1 for m in marks)
-        if ls not in bad_starts and not has_usage:
+        if ls not in bad_starts and ls not in usage_lines:
             with contextlib.suppress(msgspec.DecodeError):  # not the shape of an edit result
                 _patch(_decode_patch_line(buf[ls:le]), where.parent_session, scan)
         i = find(_PATCH_MARK, le)
@@ -527,16 +546,20 @@ def _offer(obj: _AssistantLine, at: int, scan: FileScan) -> str | None:
 
 
 def _finish(where: _Where, scan: FileScan, mm: mmap.mmap, start: int, start_line: int) -> None:
-    for _size, obj, line_no in scan.pending.values():
+    bad_at: list[tuple[int, str]] = []
+    for _size, obj, at in scan.pending.values():
         rec = _record(obj, where.parent_session, where.file_agent)
         if isinstance(rec, str):
-            if line_no < 0:  # an offset (see _offer): count the lines before it, rare enough to be cheap
-                at = -line_no - 1
-                line_no = start_line + mm[start:at].count(b"\n") + 1
-            _bad(scan, where.path, line_no, rec)
+            bad_at.append((-at - 1, rec))  # an offset (see _offer): its line is counted below
         elif rec is not None:
             scan.records.append(rec)
     scan.pending.clear()
+    # Line numbers of bad requests, counting newlines once from the start of the read, in file order.
+    line, pos = start_line, start
+    for at, reason in sorted(bad_at):
+        line += mm[pos:at].count(b"\n")
+        pos = at
+        _bad(scan, where.path, line + 1, reason)
     scan.bad.sort(key=lambda b: b.line_no)
 
 
@@ -657,10 +680,14 @@ def scan_many(
     *,
     workers: int = 1,
     on_file: Callable[[T, int], None] | None = None,
+    started: Callable[[], None] | None = None,
 ) -> Iterator[T]:
     """Apply ``scan`` (``scan_file`` or a wrapper that also prices) to each file, in parallel processes
-    when there is enough to read to pay for starting them. ``scan`` must be a module-level function."""
+    when there is enough to read to pay for starting them. ``scan`` must be a module-level function.
+    ``started`` runs once before the first result is yielded, while the workers are already reading."""
     if workers <= 1 or len(work) < 2:
+        if started:
+            started()
         for path, prev, nbytes in work:
             result = scan(path, prev)
             if on_file:
@@ -675,6 +702,8 @@ def scan_many(
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futs = {pool.submit(scan, p, prev): n for p, prev, n in order}
+        if started:
+            started()
         for fut in cf.as_completed(futs):
             result = fut.result()
             if on_file:

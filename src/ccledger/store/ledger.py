@@ -61,18 +61,20 @@ def row_of(p: PricedRow) -> tuple[object, ...]:
     """The record as a bulk-upsert row (column order ``_COLUMNS``; the key first, completeness last).
 
     Strings are cut to their column widths: PostgreSQL refuses an over-long value, and one odd field in
-    a transcript or a header must not fail a whole batch.
+    a transcript or a header must not fail a whole batch. (A slice that covers the whole string returns
+    the string itself, so cutting costs nothing for the usual short values; this runs once per request.)
     """
     r = p.record
     t = r.tokens
+    tier, geo, speed = r.service_tier, r.inference_geo, r.speed
     return (
-        _cut(r.dedupe_key, 300), to_ms(r.ts), _cut(r.source, 32), _cut(r.model, 200), p.model_key,
-        _cut(r.session_id, 200), r.project, r.git_branch, _cut(r.client_version, 64), r.is_sidechain,
-        _cut(r.agent_id, 200), _cut(r.user_id, 200), _cut(r.group_id, 200), _cut(r.key_id, 200),
-        _cut(r.workspace, 200), _cut(r.request_id, 200), t.input, t.output, t.cache_write_5m,
-        t.cache_write_1h, t.cache_read, r.web_search_requests, _cut(r.service_tier, 32),
-        _cut(r.inference_geo, 32), _cut(r.speed, 32), r.duration_ms, r.cost_nanos or 0, r.unknown_model,
-        p.long_context, _cut(r.parent_agent_id, 200),
+        r.dedupe_key[:300], int(r.ts.timestamp() * 1000), r.source[:32], r.model[:200], p.model_key,
+        r.session_id[:200], r.project, r.git_branch, r.client_version[:64], r.is_sidechain,
+        r.agent_id[:200], r.user_id[:200], r.group_id[:200], r.key_id[:200],
+        r.workspace[:200], r.request_id[:200], t.input, t.output, t.cache_write_5m,
+        t.cache_write_1h, t.cache_read, r.web_search_requests, tier if tier is None else tier[:32],
+        geo if geo is None else geo[:32], speed if speed is None else speed[:32], r.duration_ms,
+        r.cost_nanos or 0, r.unknown_model, p.long_context, _cut(r.parent_agent_id, 200),
         json.dumps(r.extra, sort_keys=True) if r.extra else None, r.completeness,
     )  # fmt: skip
 
@@ -171,20 +173,23 @@ class Ledger:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision; a look at ``alembic_version`` when already there."""
-        from ccledger.store.migrations import HEAD
-
-        if self.dialect == "sqlite":
-            try:
-                with self._tx() as cur:
-                    cur.execute("SELECT version_num FROM alembic_version")
-                    row = cur.fetchone()
-                if row is not None and row[0] == HEAD:
-                    return
-            except Exception:  # no table yet: a new ledger
-                pass
+        if self.dialect == "sqlite" and self.is_current():
+            return
         from ccledger.store.engine import migrate
 
         migrate(self.engine)
+
+    def is_current(self) -> bool:
+        """Whether the schema is at the newest revision (False for a store never used)."""
+        from ccledger.store.migrations import HEAD
+
+        try:
+            with self._tx() as cur:
+                cur.execute("SELECT version_num FROM alembic_version")
+                row = cur.fetchone()
+        except Exception:  # no table yet: a new ledger
+            return False
+        return row is not None and row[0] == HEAD
 
     def close(self) -> None:
         with self._lock:
@@ -276,6 +281,19 @@ class Ledger:
             'SELECT path, identity, head_hash, size, mtime_ns, "offset", line_no, bad_lines FROM source_files'
         )
         return {r[0]: FileCursor(*r) for r in rows}
+
+    def cursors_if_any(self) -> dict[str, FileCursor]:
+        """``cursors()``, or none for a store whose schema does not exist yet (nothing was read into it)."""
+        if self.dialect == "sqlite":
+            from pathlib import Path
+
+            path = self.url.split(":///", 1)[1] if ":///" in self.url else ":memory:"
+            if path != ":memory:" and not Path(path).exists():
+                return {}  # do not create the file just to look: migrate() will
+        try:
+            return self.cursors()
+        except Exception:  # no source_files table: an empty store
+            return {}
 
     def count(self) -> int:
         return int(self._all("SELECT COUNT(*) FROM usage")[0][0])
