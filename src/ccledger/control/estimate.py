@@ -84,6 +84,10 @@ class Estimator(Protocol):
         """Feed a settled request's actual cost back (a no-op for estimators that learn nothing)."""
         ...
 
+    def recent(self, user_id: str, session_id: str) -> Estimate | None:
+        """What ``estimate`` returns for this user and session when history alone decides it, else None."""
+        ...
+
 
 # Kinds a prompt token can be billed as; the bound takes whichever the book prices highest (1h cache
 # writes in the shipped book, but a user price file may say otherwise).
@@ -179,6 +183,10 @@ class StrictEstimator:
     def observe(self, user_id: str, session_id: str, actual_nanos: int) -> None:
         return None
 
+    def recent(self, user_id: str, session_id: str) -> Estimate | None:
+        """Always None: a bound depends on the request, never on history."""
+        return None
+
 
 class _LRU:
     """A dict that forgets its least recently used entries beyond ``size``."""
@@ -222,16 +230,24 @@ class ExpectedEstimator:
         self._users = _LRU(max_entries)
 
     def estimate(self, shape: RequestShape) -> Estimate:
-        if shape.session_id:
-            last = self._sessions.get((shape.user_id, shape.session_id))
-            if last is not None:
-                return Estimate(last, AdmitMode.HEADROOM, "session")
-        if shape.user_id:
-            last = self._users.get(("", shape.user_id))
-            if last is not None:
-                return Estimate(last, AdmitMode.HEADROOM, "user")
+        recent = self.recent(shape.user_id, shape.session_id)
+        if recent is not None:
+            return recent
         nanos, long_context = self.strict.bound_nanos(shape)
         return Estimate(nanos, AdmitMode.HEADROOM, STRICT, long_context)
+
+    def recent(self, user_id: str, session_id: str) -> Estimate | None:
+        """The estimate from history alone (session, else user), or None when ``estimate`` would need the
+        request's shape: lets the gateway skip describing a request whose guess is already known."""
+        if session_id:
+            last = self._sessions.get((user_id, session_id))
+            if last is not None:
+                return Estimate(last, AdmitMode.HEADROOM, "session")
+        if user_id:
+            last = self._users.get(("", user_id))
+            if last is not None:
+                return Estimate(last, AdmitMode.HEADROOM, "user")
+        return None
 
     def observe(self, user_id: str, session_id: str, actual_nanos: int) -> None:
         if actual_nanos < 0:

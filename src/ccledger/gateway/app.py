@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -128,6 +129,11 @@ async def startup(state: GatewayState) -> None:
     await state.writer.start()  # replays the spool first, so seeding below includes those records
     await state.limits.seed_from_ledger(state.ledger)
     state.extra["refresh_task"] = asyncio.create_task(_refresh_loop(state))
+    # Everything alive now (modules, the price book, settings, the store's engine) lives as long as the
+    # process: moved out of the collector's generations, the full collections that request garbage
+    # triggers no longer traverse it (shorter pauses in the latency tail).
+    gc.collect()
+    gc.freeze()
     log.info("gateway ready upstream=%s store=%s", state.upstream_base, state.ledger.dialect)
 
 

@@ -7,6 +7,7 @@ allowlisted: every ``anthropic-*`` and ``x-claude-code-*`` header reaches the up
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import UTC, datetime
@@ -60,7 +61,9 @@ def upstream_request_headers(
     return out
 
 
+@functools.lru_cache(maxsize=8)
 def credential_line(credential: tuple[str, str]) -> bytes:
+    """The upstream credential as a header line; one credential per gateway, so formatted once."""
     return f"{credential[0]}: {credential[1]}\r\n".encode("latin-1")
 
 
@@ -68,6 +71,24 @@ def downstream_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
     """Upstream response headers (names already lower-cased) minus hop-by-hop and the shared-quota
     ``anthropic-ratelimit-*`` ones."""
     return [(k, v) for k, v in raw if k not in _RESP_DROP and not k.startswith(_UPSTREAM_RL_PREFIX)]
+
+
+def relay_headers(raw: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], str | None, bytes]:
+    """``downstream_headers`` plus, from the same pass, the upstream's first ``request-id`` (decoded)
+    and ``content-type`` (empty if none): the metered path needs all three for every response."""
+    out: list[tuple[bytes, bytes]] = []
+    request_id: str | None = None
+    content_type = b""
+    for k, v in raw:
+        if k in _RESP_DROP or k.startswith(_UPSTREAM_RL_PREFIX):
+            continue
+        if k == b"request-id":
+            if request_id is None:
+                request_id = v.decode("latin-1")
+        elif k == b"content-type" and not content_type:
+            content_type = v
+        out.append((k, v))
+    return out, request_id, content_type
 
 
 MAX_CLIENT_VERSION = 64  # the ledger column is String(64)

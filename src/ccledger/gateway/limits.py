@@ -221,16 +221,20 @@ class Limits:
         self, principal: Principal, head: BodyHead, body_len: int, session_id: str, request_id: str
     ) -> Ticket | Rejection:
         now = self.clock()
-        searches, unbounded = head.web_search()
-        shape = RequestShape(
-            model=head.model or "unknown", ts=now, body_bytes=body_len, max_tokens=head.max_tokens,
-            speed=head.speed, inference_geo=head.inference_geo, web_search_max_uses=searches,
-            web_search_unbounded=unbounded, user_id=principal.user_id, session_id=session_id,
-        )  # fmt: skip
-        try:
-            est = self.estimator.estimate(shape)
-        except UnboundedRequest as exc:  # strict mode and a cost nothing in the body bounds
-            return Rejection(400, "invalid_request_error", str(exc), "unbounded")
+        # A guess from history (the expected estimator, once a session or user has settled a request)
+        # needs no description of the request; only a bound does.
+        est = self.estimator.recent(principal.user_id, session_id)
+        if est is None:
+            searches, unbounded = head.web_search()
+            shape = RequestShape(
+                model=head.model or "unknown", ts=now, body_bytes=body_len, max_tokens=head.max_tokens,
+                speed=head.speed, inference_geo=head.inference_geo, web_search_max_uses=searches,
+                web_search_unbounded=unbounded, user_id=principal.user_id, session_id=session_id,
+            )  # fmt: skip
+            try:
+                est = self.estimator.estimate(shape)
+            except UnboundedRequest as exc:  # strict mode and a cost nothing in the body bounds
+                return Rejection(400, "invalid_request_error", str(exc), "unbounded")
         # Rate limits first: they are cheap and refusing there holds no spend reservation.
         rate_ticket = None
         rate_headers: list[tuple[bytes, bytes]] = []

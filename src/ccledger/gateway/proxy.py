@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from ccledger.gateway.body import BodyHead, parse_head
 from ccledger.gateway.errors import new_request_id, send_error
-from ccledger.gateway.headers import client_key, client_version, downstream_headers, upstream_request_headers
+from ccledger.gateway.headers import (
+    client_key,
+    client_version,
+    downstream_headers,
+    relay_headers,
+    upstream_request_headers,
+)
 from ccledger.gateway.limits import Rejection, Ticket
 from ccledger.gateway.metering import Attribution, build_row
 from ccledger.gateway.upstream import UpstreamResponse
@@ -163,10 +169,8 @@ class Proxy:
             await send_error(send, 502, "api_error", "upstream unavailable", call.gw_rid)
             return 502
         try:
-            out = downstream_headers(resp.headers)
-            up_rid = resp.header(b"request-id")
-            ctype = resp.header(b"content-type") or ""
-            if resp.status == 200 and ctype.startswith("text/event-stream"):
+            out, up_rid, ctype = relay_headers(resp.headers)
+            if resp.status == 200 and ctype.startswith(b"text/event-stream"):
                 out.extend(call.adm.response_headers())
                 return await self._relay_stream(resp, out, call, up_rid, receive, send)
             try:
@@ -293,6 +297,8 @@ class Proxy:
             st.metrics.record_usage(row.record)
         except Exception:
             log.exception("metering failed user=%s model=%s", principal.user_id, model)
+            return
+        if not log.isEnabledFor(logging.DEBUG):  # (the arguments alone cost a few µs a request)
             return
         t = usage.tokens
         log.debug(

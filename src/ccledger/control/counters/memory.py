@@ -49,6 +49,7 @@ _EMPTY = CounterState()  # immutable: every never-touched counter reads as this 
 class _Slot:
     spent: int = 0
     reserved: int = 0
+    live: bool = True  # False once its period was pruned: a lease still holding it must look up anew
 
 
 @dataclass(slots=True)
@@ -105,6 +106,7 @@ class MemoryCounters:
         self._lease_queue: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._finished: OrderedDict[str, _Finished] = OrderedDict()
+        self._finished_due = math.inf  # no remembered id is due to be forgotten before this (epoch s)
         self._buckets: dict[str, _Bucket] = {}
         self._bucket_queue: list[tuple[float, str]] = []
         self._last_now = -math.inf
@@ -176,8 +178,11 @@ class MemoryCounters:
         now_s = self._purge(now)
         lease = self._leases.pop(request_id, None)
         if lease is not None:
-            self._drop_holds(lease)
-            self._add(lease.targets, actual_nanos)
+            for (slot, amount), (counter, period_key) in zip(lease.holds, lease.targets, strict=True):
+                slot.reserved -= amount
+                if not slot.live:  # its period was pruned meanwhile: land where a lookup finds it
+                    slot = self._slot(counter, period_key)
+                slot.spent += actual_nanos
             self._remember(request_id, _SETTLED, lease.targets, now_s)
             return SettleOutcome.SETTLED
         finished = self._finished.get(request_id)
@@ -229,25 +234,55 @@ class MemoryCounters:
         now_s = self._purge(now)
         specs: dict[str, BucketSpec] = {}
         levels: dict[str, float] = {}
-        for spec in itertools.chain((c.spec for alt in alternatives for c in alt), (d.spec for d in debits)):
+        clauses = []
+        for alt in alternatives:
+            held = True
+            for check in alt:
+                spec = check.spec
+                level = levels.get(spec.key)
+                if level is None:
+                    specs[spec.key] = spec
+                    level = levels[spec.key] = self._level(spec, now_s)
+                elif specs[spec.key] is not spec and specs[spec.key] != spec:
+                    raise ValueError(f"bucket {spec.key!r} named with two different specs in one call")
+                if level + _EPS < check.min_level:
+                    held = False
+            clauses.append(held)
+        for debit in debits:
+            spec = debit.spec
             seen = specs.get(spec.key)
             if seen is None:
                 specs[spec.key] = spec
                 levels[spec.key] = self._level(spec, now_s)
-            elif seen is not spec and seen != spec:  # callers reuse spec objects: identity is the common case
+            elif seen is not spec and seen != spec:
                 raise ValueError(f"bucket {spec.key!r} named with two different specs in one call")
-        clauses = tuple(all(levels[c.spec.key] + _EPS >= c.min_level for c in alt) for alt in alternatives)
         admitted = not alternatives or any(clauses)
         if admitted:
             for debit in debits:
                 levels[debit.spec.key] -= debit.amount
             for debit in debits:
                 self._store(specs[debit.spec.key], levels[debit.spec.key], now_s)
-        return TakeResult(admitted, clauses, {k: BucketLevel(specs[k], v, now) for k, v in levels.items()})
+        return TakeResult(
+            admitted, tuple(clauses), {k: BucketLevel(specs[k], v, now) for k, v in levels.items()}
+        )
 
     async def debit_tokens(self, debits: Sequence[BucketDebit], now: datetime) -> tuple[BucketLevel, ...]:
-        result = await self.take_tokens((), debits, now)
-        return tuple(result.levels[d.spec.key] for d in debits)
+        # Same result as ``take_tokens((), debits, now)`` without its bookkeeping for checks: debits apply
+        # in order, so a bucket named twice is debited twice.
+        now_s = self._purge(now)
+        specs: dict[str, BucketSpec] = {}
+        levels = []
+        for debit in debits:
+            spec = debit.spec
+            seen = specs.setdefault(spec.key, spec)
+            if seen is not spec and seen != spec:
+                raise ValueError(f"bucket {spec.key!r} named with two different specs in one call")
+            level = self._level(spec, now_s) - debit.amount
+            self._store(spec, level, now_s)
+            levels.append(level)
+        # Levels as after the whole call (a bucket debited twice reports its final level both times).
+        final = {d.spec.key: lv for d, lv in zip(debits, levels, strict=True)}
+        return tuple(BucketLevel(d.spec, final[d.spec.key], now) for d in debits)
 
     async def peek_tokens(self, specs: Sequence[BucketSpec], now: datetime) -> tuple[BucketLevel, ...]:
         now_s = self._purge(now)
@@ -266,14 +301,20 @@ class MemoryCounters:
                 del self._leases[rid]
                 self._drop_holds(lease)
                 self._remember(rid, _EXPIRED, lease.targets, lease.expires_at)
-        while self._finished:
-            rid, first = next(iter(self._finished.items()))
-            if first.forget_at > now_s:
-                break
-            del self._finished[rid]
+        if now_s >= self._finished_due:
+            finished = self._finished
+            self._finished_due = math.inf
+            while finished:
+                rid = next(iter(finished))
+                forget_at = finished[rid].forget_at
+                if forget_at > now_s:
+                    self._finished_due = forget_at  # nothing to look at before then
+                    break
+                del finished[rid]
         while self._period_queue and self._period_queue[0][0] <= now_s:
             _, key = heapq.heappop(self._period_queue)
-            self._periods.pop(key, None)
+            for slot in self._periods.pop(key, {}).values():
+                slot.live = False
         while self._bucket_queue and self._bucket_queue[0][0] <= now_s:
             _, key = heapq.heappop(self._bucket_queue)
             bucket = self._buckets.get(key)
@@ -323,9 +364,13 @@ class MemoryCounters:
         kept = () if state is _SETTLED else targets
         finished = self._finished
         finished.pop(rid, None)  # (re)inserted at the end, so the map stays in forget-at order
-        finished[rid] = _Finished(state, kept, at_s + self._finished_ttl_s)
+        forget_at = at_s + self._finished_ttl_s
+        finished[rid] = _Finished(state, kept, forget_at)
         if len(finished) > self._max_finished:
             finished.popitem(last=False)
+            self._finished_due = -math.inf  # the head changed: look again on the next purge
+        elif forget_at < self._finished_due:
+            self._finished_due = forget_at
 
     def _level(self, spec: BucketSpec, now_s: float) -> float:
         bucket = self._buckets.get(spec.key)
