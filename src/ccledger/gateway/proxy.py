@@ -233,7 +233,8 @@ class Proxy:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": out})
             renew_at = time.monotonic() + LEASE_RENEW_S
-            async for chunk in resp.iter_chunks():
+            next_chunk = resp.next_chunk  # awaited directly: an async generator costs more per chunk
+            while (chunk := await next_chunk()) is not None:
                 meter.feed(chunk)
                 if time.monotonic() > renew_at:  # a very long stream keeps its spend reservation alive
                     renew_at = time.monotonic() + LEASE_RENEW_S

@@ -29,6 +29,7 @@ import httptools
 
 _HIGH_WATER = 512 * 1024  # buffered response bytes before reading pauses
 _LOW_WATER = 64 * 1024
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class UpstreamError(ConnectionError):
@@ -106,9 +107,9 @@ class _Conn(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
-            self._framed = True
         self.headers.append((name, value))
+        if name in _FRAMING and (name == b"content-length" or b"chunked" in value.lower()):
+            self._framed = True
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -126,7 +127,9 @@ class _Conn(asyncio.Protocol):
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        w = self._waiter  # ``_wake``, inlined: this runs for every chunk of every stream
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def on_message_complete(self) -> None:
         if self.status < 200:
@@ -202,10 +205,13 @@ class _Conn(asyncio.Protocol):
 
 
 class UpstreamResponse:
-    __slots__ = ("_conn", "_released", "headers", "status")
+    __slots__ = ("_conn", "_released", "headers", "next_chunk", "status")
 
     def __init__(self, conn: _Conn) -> None:
         self._conn = conn
+        # The body bytes that arrived since the last call (waiting for some), or None at the end: the
+        # connection's own method, so the relay's per-chunk await has no wrapper in between.
+        self.next_chunk = conn.next_chunk
         self.status = conn.status
         self.headers = conn.headers  # lower-cased names, wire order, duplicates kept
         self._released = False
