@@ -2,53 +2,111 @@
 
 Files are committed in batches together with their read positions, so an interrupted run loses nothing
 and a second process running at the same time only re-does idempotent upserts.
+
+With much to read, worker processes each read, price *and store* their share of the files: the store's
+upsert keeps the most complete copy of a request whichever process writes it, so nothing has to pass
+through the parent, which on a first run would otherwise spend as long unpickling and inserting rows as
+both workers spend reading (SQLite queues the writers; PostgreSQL takes them side by side).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import FileCursor
 from ccledger.sources.transcripts import (
-    FileScan,
+    BadLine,
     RefreshStats,
     discover_paths,
     pending,
     scan_file,
-    scan_many,
     transcript_dirs,
 )
 from ccledger.store.ledger import CodeChange, Ledger, price_record, row_of, to_ms
 
-# Rows per transaction: small enough that the last one, written after the workers finish, is short.
+# Rows per transaction: small enough that the last one, written after the reading ends, is short.
 BATCH_RECORDS = 10_000
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
+# Files are handed to workers in groups of about total / (workers * this) bytes: few enough that each
+# group fills a transaction, many enough that both workers finish at about the same time.
+GROUPS_PER_WORKER = 8
+MAX_BAD_KEPT = 1000
 
 ProgressHook = Callable[[int, int], None]  # (bytes done, bytes total)
 Row = tuple[object, ...]
-
-# The price book used by worker processes: set before they fork, so it is not pickled per file.
-_book: PriceBook | None = None
+Work = tuple[Path, FileCursor | None, int]
 
 
-def _scan_and_price(path: Path, prev: FileCursor | None) -> tuple[FileScan, list[Row]] | None:
-    """Scan one file and turn its records into priced store rows, in the worker, so the parent only
-    merges rows and writes them. Duplicates within the file are settled here already."""
-    scan = scan_file(path, prev)
-    if scan is None:
-        return None
-    assert _book is not None
-    best: dict[str, Row] = {}
-    for rec in scan.records:
-        row = row_of(price_record(_book, rec))
-        prev_row = best.get(rec.dedupe_key)
-        if prev_row is None or row[-1] > prev_row[-1]:  # type: ignore[operator]
-            best[rec.dedupe_key] = row
-    scan.records = []
-    return scan, list(best.values())
+@dataclass
+class _Outcome:
+    """What a batch of files did, for the run's ``RefreshStats``."""
+
+    files_read: int = 0
+    bytes_read: int = 0
+    records: int = 0
+    bad_lines: int = 0
+    bad: list[BadLine] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    nbytes: int = 0  # planned bytes, for the progress bar
+
+    def add_to(self, stats: RefreshStats) -> None:
+        stats.files_read += self.files_read
+        stats.bytes_read += self.bytes_read
+        stats.records += self.records
+        stats.bad_lines += self.bad_lines
+        stats.bad.extend(self.bad[: max(0, MAX_BAD_KEPT - len(stats.bad))])
+        stats.errors.extend(self.errors)
+
+
+class _Batch:
+    """Rows, code changes and read positions waiting for one transaction."""
+
+    def __init__(self, ledger: Ledger, before_write: Callable[[], None] | None = None) -> None:
+        self.ledger = ledger
+        self.before_write = before_write
+        self.rows: dict[str, Row] = {}
+        self.changes: list[CodeChange] = []
+        self.cursors: list[FileCursor] = []
+
+    def add(self, path: Path, prev: FileCursor | None, book: PriceBook, out: _Outcome) -> None:
+        scan = scan_file(path, prev)
+        if scan is None:
+            return
+        if scan.error:
+            out.errors.append((scan.state.path, scan.error))
+            return
+        out.files_read += 1
+        out.bytes_read += scan.bytes_read
+        out.bad_lines += scan.bad_count
+        out.bad.extend(scan.bad[: max(0, MAX_BAD_KEPT - len(out.bad))])
+        rows = self.rows
+        out.records += len(scan.records)  # one per request in this file
+        for rec in scan.records:
+            row = row_of(price_record(book, rec))
+            prev_row = rows.get(rec.dedupe_key)
+            # Within a batch keep the most complete copy; across batches the store's upsert does the same.
+            if prev_row is None or row[-1] > prev_row[-1]:  # type: ignore[operator]
+                rows[rec.dedupe_key] = row
+        for p in scan.patches:
+            self.changes.append(CodeChange(p.line_key, p.session_id, to_ms(p.ts), p.added, p.removed))
+        self.cursors.append(scan.state)
+        if len(rows) >= BATCH_RECORDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not (self.rows or self.changes or self.cursors):
+            return
+        if self.before_write:
+            self.before_write()
+        self.ledger.ingest(list(self.rows.values()), self.changes, self.cursors)
+        self.rows = {}
+        self.changes = []
+        self.cursors = []
 
 
 def refresh(
@@ -79,55 +137,104 @@ def refresh(
     hook = progress(total) if progress else None
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1
-
-    global _book
-    _book = book
+    if workers > 1 and len(work) > 1:
+        _refresh_parallel(ledger, book, work, workers, current, stats, hook, total)
+        return stats
+    if not current:
+        ledger.migrate()
+    batch = _Batch(ledger)
+    out = _Outcome()
     done = 0
-    batch_rows: dict[str, Row] = {}
-    batch_changes: list[CodeChange] = []
-    batch_cursors: list[FileCursor] = []
-
-    def flush() -> None:
-        ledger.ingest(list(batch_rows.values()), batch_changes, batch_cursors)
-        batch_rows.clear()
-        batch_changes.clear()
-        batch_cursors.clear()
-
-    def on_file(_result: object, nbytes: int) -> None:
-        nonlocal done
+    for path, prev, nbytes in work:
+        batch.add(path, prev, book, out)
         done += nbytes
         if hook:
             hook(done, total)
-
-    def started() -> None:
-        if not current:
-            ledger.migrate()
-
-    for result in scan_many(work, _scan_and_price, workers=workers, on_file=on_file, started=started):
-        if result is None:
-            continue
-        scan, rows = result
-        if scan.error:
-            stats.errors.append((scan.state.path, scan.error))
-            continue
-        stats.files_read += 1
-        stats.bytes_read += scan.bytes_read
-        stats.bad_lines += scan.bad_count
-        stats.bad.extend(scan.bad[: max(0, 1000 - len(stats.bad))])
-        stats.records += len(rows)
-        for row in rows:
-            key = row[0]
-            prev = batch_rows.get(key)  # type: ignore[arg-type]
-            # Within a batch keep the most complete copy; across batches the store's upsert does the same.
-            if prev is None or row[-1] > prev[-1]:  # type: ignore[operator]
-                batch_rows[key] = row  # type: ignore[index]
-        for p in scan.patches:
-            batch_changes.append(CodeChange(p.line_key, p.session_id, to_ms(p.ts), p.added, p.removed))
-        batch_cursors.append(scan.state)
-        if len(batch_rows) >= BATCH_RECORDS:
-            flush()
-    if not work:
-        started()
-    if batch_rows or batch_changes or batch_cursors:
-        flush()
+    batch.flush()
+    out.add_to(stats)
     return stats
+
+
+# -- worker processes -----------------------------------------------------------------------------------
+
+# Set in each worker by _init_worker: its own store connection, the price book, and the signal that the
+# parent has created the schema.
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(url: str, book: PriceBook, schema_ready: Any) -> None:
+    _worker.update(ledger=Ledger(url), book=book, ready=schema_ready)
+
+
+def _wait_for_schema() -> None:
+    if not _worker["ready"].wait(timeout=600):
+        raise RuntimeError("the ledger's schema was not created in time")
+
+
+def _ingest_group(group: list[Work]) -> _Outcome:
+    """Read, price and store a group of files in this worker (runs in a worker process)."""
+    book: PriceBook = _worker["book"]
+    batch = _Batch(_worker["ledger"], before_write=_wait_for_schema)
+    out = _Outcome(nbytes=sum(n for _, _, n in group))
+    for path, prev, _nbytes in group:
+        batch.add(path, prev, book, out)
+    batch.flush()
+    return out
+
+
+def _groups(work: list[Work], workers: int) -> list[list[Work]]:
+    """Files in groups of similar size, largest first, so the last group to finish is a small one."""
+    total = sum(max(n, 1) for _, _, n in work)
+    target = max(1, total // (workers * GROUPS_PER_WORKER))
+    groups: list[list[Work]] = []
+    current: list[Work] = []
+    size = 0
+    for w in sorted(work, key=lambda w: -w[2]):
+        current.append(w)
+        size += max(w[2], 1)
+        if size >= target:
+            groups.append(current)
+            current, size = [], 0
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _refresh_parallel(
+    ledger: Ledger,
+    book: PriceBook,
+    work: list[Work],
+    workers: int,
+    current: bool,
+    stats: RefreshStats,
+    hook: ProgressHook | None,
+    total: int,
+) -> None:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+    ready = ctx.Event()
+    if current:
+        ready.set()
+    outcomes: list[_Outcome] = []
+    with cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(ledger.url, book, ready)
+    ) as pool:
+        futures = [pool.submit(_ingest_group, g) for g in _groups(work, workers)]
+        if not current:
+            try:
+                ledger.migrate()  # while the workers read their first files
+            finally:
+                ready.set()  # on failure too, so workers fail on the missing schema instead of waiting
+        done = 0
+        for fut in cf.as_completed(futures):
+            out = fut.result()
+            outcomes.append(out)
+            done += out.nbytes
+            if hook:
+                hook(done, total)
+    for out in outcomes:
+        out.add_to(stats)
+    # Workers finish in any order: list bad lines by file and line.
+    stats.bad.sort(key=lambda b: (b.path, b.line_no))

@@ -18,7 +18,7 @@ import hashlib
 import mmap
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -672,40 +672,3 @@ def pending(
             continue
         new = st.st_size - prev.offset if prev is not None and st.st_size >= prev.offset else st.st_size
         yield Path(name), prev, new
-
-
-def scan_many(
-    work: list[tuple[Path, FileCursor | None, int]],
-    scan: Callable[[Path, FileCursor | None], T],
-    *,
-    workers: int = 1,
-    on_file: Callable[[T, int], None] | None = None,
-    started: Callable[[], None] | None = None,
-) -> Iterator[T]:
-    """Apply ``scan`` (``scan_file`` or a wrapper that also prices) to each file, in parallel processes
-    when there is enough to read to pay for starting them. ``scan`` must be a module-level function.
-    ``started`` runs once before the first result is yielded, while the workers are already reading."""
-    if workers <= 1 or len(work) < 2:
-        if started:
-            started()
-        for path, prev, nbytes in work:
-            result = scan(path, prev)
-            if on_file:
-                on_file(result, nbytes)
-            yield result
-        return
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    # Largest first so the last file to finish is a small one.
-    order = sorted(work, key=lambda w: -w[2])
-    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futs = {pool.submit(scan, p, prev): n for p, prev, n in order}
-        if started:
-            started()
-        for fut in cf.as_completed(futs):
-            result = fut.result()
-            if on_file:
-                on_file(result, futs[fut])
-            yield result
