@@ -49,8 +49,8 @@ class Ticket:
     """An admitted request's holds: a spend reservation and a rate-limit admission."""
 
     __slots__ = (
-        "_done", "_headers", "_limits", "_stage", "cap_principal", "rate", "request_id", "session_id",
-        "started_at", "user_id",
+        "_admission", "_done", "_headers", "_limits", "_stage", "cap_principal", "rate", "request_id",
+        "session_id", "started_at", "user_id",
     )  # fmt: skip
 
     def __init__(
@@ -60,21 +60,29 @@ class Ticket:
         cap_principal: CapPrincipal,
         started_at: datetime,
         session_id: str,
-        headers: list[tuple[bytes, bytes]],
+        admission: Any,
         rate: RateTicket | None,
     ) -> None:
         self._limits = limits
+        self._admission = admission
+        self._headers: list[tuple[bytes, bytes]] | None = None
         self.request_id = request_id
         self.cap_principal = cap_principal
         self.user_id = cap_principal.user_id
         self.started_at = started_at
         self.session_id = session_id
-        self._headers = headers
         self.rate = rate
         self._done = False
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
-        return self._headers
+        """The developer's cap utilisation and rate-limit headers for a successful response. Formatted on
+        the first call (the proxy makes it while the upstream works on the request), then reused."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = _unified_headers(self._admission)
+            if self.rate is not None:
+                headers += self.rate.headers
+        return headers
 
     async def settle(self, cost_nanos: int, tokens: TokenCounts, *, completed: bool) -> None:
         """Settle the reservation to the actual cost and debit the rate-limit tokens.
@@ -237,13 +245,11 @@ class Limits:
                 return Rejection(400, "invalid_request_error", str(exc), "unbounded")
         # Rate limits first: they are cheap and refusing there holds no spend reservation.
         rate_ticket = None
-        rate_headers: list[tuple[bytes, bytes]] = []
         if self.rate.enabled:
             verdict = await self.rate.admit(principal.user_id, now)
             if isinstance(verdict, Rejection):
                 return verdict
             rate_ticket = verdict
-            rate_headers = verdict.headers
         cap_p = CapPrincipal(principal.user_id, principal.group_ids, principal.key_id)
         adm = await self.guard.admit(request_id, cap_p, est.nanos, now, mode=est.mode)
         if adm.degraded:
@@ -260,5 +266,4 @@ class Limits:
             if self.blocked_message and not adm.degraded:
                 message = f"{message} {self.blocked_message}"
             return Rejection(429, "billing_error", message, limit, headers)
-        headers = _unified_headers(adm) + rate_headers
-        return Ticket(self, request_id, cap_p, now, session_id, headers, rate_ticket)
+        return Ticket(self, request_id, cap_p, now, session_id, adm, rate_ticket)

@@ -163,7 +163,8 @@ class Proxy:
     ) -> int:
         st = self.state
         try:
-            resp = await st.upstream.request(b"POST", url, up_headers, body)
+            # The limit headers are formatted while the upstream works on the request, not after.
+            resp = await st.upstream.request(b"POST", url, up_headers, body, sent=call.adm.response_headers)
         except (ConnectionError, TimeoutError) as exc:
             log.warning("upstream unreachable: %s", type(exc).__name__)
             await send_error(send, 502, "api_error", "upstream unavailable", call.gw_rid)
@@ -185,23 +186,24 @@ class Proxy:
                 )  # fmt: skip
                 return 502
             # Upstream errors pass through unmodified; a failed request costs nothing.
-            usage = None
             if resp.status == 200:
                 out.extend(call.adm.response_headers())
-                parsed = parse_message_json(payload)
-                usage = parsed.usage
             out.append((b"content-length", str(len(payload)).encode()))
             try:
                 await send({"type": "http.response.start", "status": resp.status, "headers": out})
                 await send({"type": "http.response.body", "body": payload})
             finally:
-                # Settled right after the body is handed to the server (off the client's latency) and
-                # before this handler returns, also when the client vanished mid-send: the reservation
-                # holds the room until then, so caps hold; the caller's ``release`` is then a no-op.
-                if usage is not None:
-                    await self._meter(
-                        call, usage, parsed.model, parsed.message_id, up_rid, aborted=False, completed=True
-                    )
+                # Usage is read and settled right after the body is handed to the server (off the
+                # client's latency) and before this handler returns, also when the client vanished
+                # mid-send: the reservation holds the room until then, so caps hold; the caller's
+                # ``release`` is then a no-op.
+                if resp.status == 200:
+                    parsed = parse_message_json(payload)
+                    if parsed.usage is not None:
+                        await self._meter(
+                            call, parsed.usage, parsed.model, parsed.message_id, up_rid, aborted=False,
+                            completed=True,
+                        )  # fmt: skip
             return resp.status
         finally:
             resp.release()

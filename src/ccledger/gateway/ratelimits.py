@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from ccledger.control.counters.base import Counters
+from ccledger.control.ratelimit import RateDecision, RateLimits, RatePolicy
 from ccledger.control.ratelimit import RateLimiter as PolicyLimiter
-from ccledger.control.ratelimit import RateLimits, RatePolicy
 from ccledger.core.records import TokenCounts
 
 log = logging.getLogger("ccledger.gateway.ratelimits")
@@ -26,8 +26,15 @@ log = logging.getLogger("ccledger.gateway.ratelimits")
 
 @dataclass(slots=True)
 class RateTicket:
+    """An admitted request's rate-limit side: whose tokens to debit, and the decision its headers show
+    (formatted only when the response needs them)."""
+
     user_id: str
-    headers: list[tuple[bytes, bytes]]
+    decision: RateDecision
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return self.decision.header_pairs()
 
 
 class RateLimiter:
@@ -62,17 +69,17 @@ class RateLimiter:
         self.enabled = True
 
     async def admit(self, user_id: str, now: datetime) -> Any:
-        from ccledger.gateway.limits import Rejection
-
         assert self.policy is not None
         decision = await self.policy.admit(user_id, now)
         if not decision.ok and self.queue_s > 0 and self.clock is not None:
             decision = await self._queue(user_id, decision)
         if decision.degraded:
             log.warning("rate-limit counters unavailable (%s)", decision.error)
-        headers = decision.header_pairs()
         if decision.ok:
-            return RateTicket(user_id, headers)
+            return RateTicket(user_id, decision)
+        from ccledger.gateway.limits import Rejection  # (limits imports this module)
+
+        headers = decision.header_pairs()
         # Which dimension refused: the request bucket if it is below one request, else tokens.
         req = decision.requests
         limit = "rpm" if req is not None and req.level < 1.0 else "tpm"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 import httptools
@@ -300,11 +300,14 @@ class UpstreamPool:
             self._forget(conn)
 
     async def request(
-        self, method: bytes, target: bytes, headers: Iterable[bytes], body: bytes = b""
-    ) -> UpstreamResponse:
+        self, method: bytes, target: bytes, headers: Iterable[bytes], body: bytes = b"",
+        *, sent: Callable[[], object] | None = None,
+    ) -> UpstreamResponse:  # fmt: skip
         """Send one request; returns once the status and headers arrived. ``target`` is the path with
         query string (the pool's base path is prefixed); ``headers`` are ready ``name: value\\r\\n`` lines
-        (no host, no content-length)."""
+        (no host, no content-length). ``sent`` is called after the request is written, while the
+        upstream works on it: the caller's chance to prepare its response off the latency path (called
+        again if the request is retried on a new connection)."""
         head = b"".join(
             (method, b" ", self.prefix.encode() + target, b" HTTP/1.1\r\n", self.host_line, *headers,
              b"content-length: ", str(len(body)).encode(), b"\r\n\r\n")
@@ -328,6 +331,8 @@ class UpstreamPool:
             else:
                 conn.transport.writelines((head, body))
             conn._arm_timer()
+            if sent is not None:
+                sent()
             try:
                 await fut
             except UpstreamError:
