@@ -512,19 +512,19 @@ def wait_idle() -> None:
 def timed(argv: Sequence[str], env: dict[str, str], timeout_s: float) -> tuple[Result, float, float]:
     """``peers.measure`` plus the run's own CPU seconds and how busy everything else was meanwhile.
 
-    CPU comes from ``RUSAGE_CHILDREN``: ``measure`` reaps the child with ``wait4``, which adds the child
-    and the descendants it waited for (ccledger's worker processes) to our children's usage.
+    CPU is the command's own user + system time (its worker processes included), as ``measure``'s
+    launcher reports it; this process's ``RUSAGE_CHILDREN`` (command plus launcher) is the fallback.
     """
     wait_idle()
     b0, t0 = _cpu_jiffies()
     c0, s0 = _own_cpu(resource.RUSAGE_CHILDREN), _own_cpu(resource.RUSAGE_SELF)
     res = measure(argv, env, timeout_s=timeout_s)
     b1, t1 = _cpu_jiffies()
-    cpu = _own_cpu(resource.RUSAGE_CHILDREN) - c0
+    ours = _own_cpu(resource.RUSAGE_CHILDREN) - c0  # the command plus its launcher
     mine = _own_cpu(resource.RUSAGE_SELF) - s0  # the RSS sampler thread
     span = (t1 - t0) / _CLK_TCK
-    others = max(0.0, ((b1 - b0) / _CLK_TCK - cpu - mine) / span) if span > 0 else 0.0
-    return res, cpu, others
+    others = max(0.0, ((b1 - b0) / _CLK_TCK - ours - mine) / span) if span > 0 else 0.0
+    return res, res.cpu_s or ours, others
 
 
 def run_ccusage(version: int, root: Path, key: str, label: str) -> Run:

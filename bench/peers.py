@@ -195,10 +195,11 @@ def ccusage_cmd(
 class Result:
     """One measured run.
 
-    ``peak_rss_mb`` is the kernel's ``ru_maxrss`` from ``wait4()`` on the child: the peak RSS of the
-    largest single process in the tree (the child and every descendant it waited for). It is the number
-    GNU ``time -v`` prints as "Maximum resident set size", obtained the same way, without needing the
-    ``time`` package. ``tree_rss_mb`` is the peak of the *sum* of RSS over all live processes in the run's
+    ``peak_rss_mb`` is the kernel's ``ru_maxrss`` from ``wait4()`` on the command: the peak RSS of the
+    largest single process in the tree (the command and every descendant it waited for). It is the number
+    GNU ``time -v`` prints as "Maximum resident set size", obtained the same way (through a small
+    launcher: see ``_LAUNCHER``), without needing the ``time`` package. ``wall_s`` and ``cpu_s`` (user +
+    system, descendants included) are the command's alone, measured by the launcher. ``tree_rss_mb`` is the peak of the *sum* of RSS over all live processes in the run's
     session, sampled every ``sample_s``: it catches a wrapper plus child running at once (e.g. ccusage
     20's node shim), but as a sample it can miss a short spike, so treat it as a lower bound (it is never
     below ``peak_rss_mb``, which is itself a floor for the tree's peak).
@@ -210,6 +211,7 @@ class Result:
     returncode: int
     stderr: str = ""
     tree_rss_mb: float = 0.0
+    cpu_s: float = 0.0
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -253,12 +255,15 @@ def measure(
     """
     if cwd is None:
         cwd = Path(env.get("HOME") or tempfile.gettempdir())
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(prefix="measure-", suffix=".txt") as report:  # fmt: skip
         start = time.perf_counter()
+        # Through the small launcher (see _LAUNCHER): a child started straight from this process would
+        # report this process's own peak RSS as its own.
         proc = subprocess.Popen(
-            list(argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-            start_new_session=True,
-        )
+            [sys.executable, "-S", "-c", _LAUNCHER, report.name, *argv], env=env, cwd=cwd,
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+        )  # fmt: skip
         done = threading.Event()
         tree_peak = 0
 
@@ -287,15 +292,47 @@ def measure(
         _kill_group(proc.pid)  # leftovers (daemonised grandchildren) must not outlive the run
         out.seek(0)
         err.seek(0)
+        cpu_s = rusage.ru_utime + rusage.ru_stime
+        maxrss_kib = rusage.ru_maxrss
+        try:  # the launcher's figures for the command alone (absent if it was killed)
+            inner_wall, inner_rss, inner_cpu = report.read().decode().split()
+            wall, maxrss_kib, cpu_s = float(inner_wall), int(inner_rss), float(inner_cpu)
+        except ValueError:
+            pass
         return Result(
             wall_s=wall,
-            peak_rss_mb=rusage.ru_maxrss / 1024,  # Linux reports KiB
+            peak_rss_mb=maxrss_kib / 1024,  # Linux reports KiB
             stdout=out.read().decode("utf-8", "replace"),
             returncode=proc.returncode,
             stderr=err.read().decode("utf-8", "replace"),
             # The largest process's own peak is a floor for the tree's, and catches what sampling missed.
-            tree_rss_mb=max(tree_peak / (1024 * 1024), rusage.ru_maxrss / 1024),
+            tree_rss_mb=max(tree_peak / (1024 * 1024), maxrss_kib / 1024),
+            cpu_s=cpu_s,
         )
+
+
+# Runs the measured command and writes "wall_s maxrss_kib cpu_s" for it alone. Why a launcher: on Linux a
+# child's ru_maxrss starts at the peak RSS of the process it was forked from (exec records the old address
+# space's high-water mark), so a command started straight from a benchmark holding a 300 MB corpus model
+# reported >= 300 MB. The launcher is a bare ``python -S`` (~10 MB), which bounds that error; its own
+# start-up is outside the timed span.
+_LAUNCHER = """
+import os, sys, time
+report, argv = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(report, "w") as fh:
+    fh.write(f"{wall} {ru.ru_maxrss} {ru.ru_utime + ru.ru_stime}")
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
 
 
 def _kill_group(pgid: int) -> None:
