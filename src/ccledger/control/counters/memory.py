@@ -131,20 +131,26 @@ class MemoryCounters:
             return ReserveResult(True, states, (), replayed=True)
         if request_id in self._finished:
             raise DuplicateRequestId(f"request id {request_id!r} already {self._finished[request_id].state}")
-        # One pass reads every state and applies the shared rule to capped items (an uncapped item never
-        # blocks), so admission touches each counter once.
+        # One pass finds each counter (without creating it), reads its state and applies the shared rule
+        # to capped items (an uncapped item never blocks); the second creates only what is missing.
+        periods = self._periods
+        found: list[_Slot | None] = []
         states = []
         blocked = []
         for n, item in enumerate(items):
-            state = self._state(item.counter, item.period_key)
+            group = periods.get(item.period_key)
+            slot = None if group is None else group.get(item.counter)
+            state = _EMPTY if slot is None else CounterState(slot.spent, slot.reserved)
+            found.append(slot)
             states.append(state)
             if item.cap_nanos is not None and item_blocks(item, state, mode):
                 blocked.append(n)
         if blocked:
             return ReserveResult(False, tuple(states), tuple(blocked))
         holds = []
-        for item in items:
-            slot = self._slot(item.counter, item.period_key)
+        for item, slot in zip(items, found, strict=True):
+            if slot is None:
+                slot = self._slot(item.counter, item.period_key)
             slot.reserved += item.amount_nanos
             holds.append((slot, item.amount_nanos))
         targets = tuple(SpendTarget(i.counter, i.period_key) for i in items)
