@@ -299,3 +299,49 @@ def test_every_id_form_of_a_model_is_one_row_and_unknown_ids_stay_raw(app, add, 
         SONNET_KEY: nine(expected_nanos(SONNET_NANOS, 7)),
         UNKNOWN: nine(expected_nanos(FALLBACK_NANOS, 8)),
     }
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/Los_Angeles", "Australia/Lord_Howe"])
+def test_days_on_either_side_of_each_offset_change_are_exact(app, add, capsys, zone):
+    """The store sums whole local days per span of constant offset; around every change of 2026 (found
+    here by stepping zoneinfo hour by hour, independently of the code under test), requests one minute
+    before and after local midnight, and either side of the change itself, land on their zoneinfo date."""
+    tz = ZoneInfo(zone)
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    changes = []
+    while t.year == 2026:
+        if (t + timedelta(hours=1)).astimezone(tz).utcoffset() != t.astimezone(tz).utcoffset():
+            changes.append(t + timedelta(hours=1))
+        t += timedelta(hours=1)
+    assert len(changes) == 2
+    stamps = []
+    for change in changes:
+        local = change.astimezone(tz)
+        for day in (local.date() - timedelta(days=1), local.date(), local.date() + timedelta(days=1)):
+            midnight = datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+            stamps += [midnight - timedelta(minutes=1), midnight + timedelta(minutes=1)]
+        stamps += [change - timedelta(minutes=1), change + timedelta(minutes=1)]
+    expected: dict[str, int] = {}
+    for i, ts in enumerate(sorted(set(stamps))):
+        add(ts.isoformat().replace("+00:00", "Z"), inp=1 + i)
+        day = ts.astimezone(tz).date().isoformat()
+        expected[day] = expected.get(day, 0) + 1 + i
+    rows = report_json(app, capsys, tz=zone)["rows"]
+    assert {r["period"]: r["tokens"]["input"] for r in rows} == expected
+
+
+def test_offset_spans_cut_at_the_changes():
+    from ccledger.reports.zones import offset_spans
+
+    ms = lambda y, mo, d, h=0: int(datetime(y, mo, d, h, tzinfo=UTC).timestamp() * 1000)  # noqa: E731
+    lo, hi = ms(2026, 1, 1), ms(2027, 1, 1)
+    # EU rule: summer time from 01:00 UTC on the last Sunday of March to 01:00 UTC on the last Sunday of
+    # October (2026-03-29, 2026-10-25).
+    assert offset_spans(ZoneInfo("Europe/Berlin"), lo, hi) == [
+        (lo, ms(2026, 3, 29, 1), 3_600_000),
+        (ms(2026, 3, 29, 1), ms(2026, 10, 25, 1), 7_200_000),
+        (ms(2026, 10, 25, 1), hi, 3_600_000),
+    ]
+    assert offset_spans(UTC, lo, hi) == [(lo, hi, 0)]
+    assert offset_spans(ZoneInfo("Asia/Kolkata"), lo, hi) == [(lo, hi, 19_800_000)]
+    assert offset_spans(UTC, hi, lo) == []

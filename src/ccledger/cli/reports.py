@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from ccledger.reports import render, tables
 from ccledger.reports.aggregate import (
     ALL_TIME_MS,
+    DAY_MS,
     HOUR_MS,
     MODEL_BY,
     QUARTER_HOUR_MS,
@@ -27,7 +28,7 @@ from ccledger.reports.aggregate import (
 )
 from ccledger.reports.blocks import blocks_report
 from ccledger.reports.cost_block import SessionLookupError, format_cost_block, load_session
-from ccledger.reports.zones import date_bounds, resolve_zone
+from ccledger.reports.zones import date_bounds, offset_spans, resolve_zone
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ccledger.bootstrap import App
+    from ccledger.store.ledger import RollupRow
 
 
 @dataclass
@@ -130,9 +132,30 @@ def _show(
 def build_period_report(app: App, period: str, opts: ReportOptions, tz: tzinfo) -> Report:
     since_ms, until_ms = date_bounds(opts.since, opts.until, tz)
     by = [*MODEL_BY, "project"] if opts.project else [*MODEL_BY]
-    rows = app.ledger.rollup(bucket_ms=QUARTER_HOUR_MS, by=by, since_ms=since_ms, until_ms=until_ms)
-    rows = filter_project(rows, opts.project, 2)
+    rows = filter_project(_day_rows(app, tz, by, since_ms, until_ms), opts.project, 2)
     return period_report(rows, period, tz, week_start=opts.week_start, since=opts.since, until=opts.until)
+
+
+def _day_rows(
+    app: App, tz: tzinfo, by: list[str], since_ms: int | None, until_ms: int | None
+) -> list[RollupRow]:
+    """Rows summed per local day by the store, one query per span of constant UTC offset (usually one;
+    a DST change adds one). Each row's ``bucket_ms`` is moved to local noon, whose date in ``tz`` is the
+    row's day even on the day the offset changes."""
+    lo, hi = since_ms, until_ms
+    if lo is None or hi is None:
+        span = app.ledger.time_span()
+        if span is None:
+            return []
+        lo = span[0] if lo is None else lo
+        hi = span[1] + QUARTER_HOUR_MS if hi is None else hi
+    rows: list[RollupRow] = []
+    for a, b, offset in offset_spans(tz, lo, hi):
+        part = app.ledger.rollup(bucket_ms=DAY_MS, by=by, since_ms=a, until_ms=b, offset_ms=offset)
+        for r in part:
+            r.bucket_ms += DAY_MS // 2
+        rows += part
+    return rows
 
 
 def run_period_report(

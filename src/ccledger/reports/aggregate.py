@@ -16,6 +16,7 @@ from ccledger.core.records import TokenCounts
 from ccledger.store.ledger import RollupRow
 
 QUARTER_HOUR_MS = 900_000
+DAY_MS = 86_400_000
 HOUR_MS = 3_600_000  # blocks: see reports.blocks for why hours are exact
 # One bucket for everything: ts_ms / 10**13 is 0 for any timestamp before the year 2286.
 ALL_TIME_MS = 10**13

@@ -9,7 +9,7 @@ fixed offset only when neither can be read.
 from __future__ import annotations
 
 import os
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -67,3 +67,44 @@ def date_bounds(since: date | None, until: date | None, tz: tzinfo) -> tuple[int
     lo = local_midnight_ms(since, tz) if since else None
     hi = local_midnight_ms(until + timedelta(days=1), tz) if until else None
     return lo, hi
+
+
+_PROBE_MS = 12 * 3600 * 1000  # UTC offsets change months apart: probing twice a day cannot miss one
+
+
+def _offset_ms(tz: tzinfo, ms: int) -> int:
+    off = datetime.fromtimestamp(ms / 1000, tz).utcoffset()
+    return 0 if off is None else int(off.total_seconds() * 1000)
+
+
+def offset_spans(tz: tzinfo, lo_ms: int, hi_ms: int) -> list[tuple[int, int, int]]:
+    """``[lo_ms, hi_ms)`` cut where ``tz``'s UTC offset changes: ``(start, end, offset_ms)`` spans.
+
+    Within a span local days are fixed-length windows of UTC, so the store can sum whole local days
+    itself instead of handing back every quarter hour; a DST change only splits the range in two.
+    """
+    if hi_ms <= lo_ms:
+        return []
+    if isinstance(tz, timezone):  # UTC and fixed offsets
+        return [(lo_ms, hi_ms, _offset_ms(tz, lo_ms))]
+    spans: list[tuple[int, int, int]] = []
+    start, cur = lo_ms, _offset_ms(tz, lo_ms)
+    t = lo_ms
+    while t < hi_ms:
+        nxt = min(t + _PROBE_MS, hi_ms)
+        if _offset_ms(tz, nxt - 1) != cur:
+            a, b = t, nxt - 1  # offset at a is cur, at b it is not: find the first instant that differs
+            while b - a > 1000:
+                mid = (a + b) // 2
+                if _offset_ms(tz, mid) == cur:
+                    a = mid
+                else:
+                    b = mid
+            change = b - b % 1000  # changes happen on whole seconds
+            spans.append((start, change, cur))
+            start, cur = change, _offset_ms(tz, change)
+            t = change
+            continue
+        t = nxt
+    spans.append((start, hi_ms, cur))
+    return spans

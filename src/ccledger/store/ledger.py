@@ -310,8 +310,12 @@ class Ledger:
         since_ms: int | None = None,
         until_ms: int | None = None,
         where: dict[str, str] | None = None,
+        offset_ms: int = 0,
     ) -> list[RollupRow]:
         """Sums grouped by time bucket (epoch ms floored to ``bucket_ms``) and the ``by`` columns.
+
+        With ``offset_ms`` the buckets are those of a clock that far ahead of UTC (a zone's fixed
+        offset): a row's ``bucket_ms`` is then the UTC instant its local bucket starts.
 
         Reports ask for quarter-hour buckets and map them to days in the user's zone in Python, which
         keeps time-zone logic out of SQL (it differs between engines). Whenever the question can be
@@ -319,10 +323,20 @@ class Ledger:
         columns the cells keep) it is, which is what keeps warm reports fast on millions of requests.
         """
         cols = set(by) | set(where or {})
-        aligned = all(t is None or t % ROLLUP_BUCKET_MS == 0 for t in (since_ms, until_ms))
+        aligned = all(t is None or t % ROLLUP_BUCKET_MS == 0 for t in (since_ms, until_ms, offset_ms))
         fits = bucket_ms % ROLLUP_BUCKET_MS == 0 or bucket_ms >= _ALL_TIME_MS
         cells = aligned and fits and cols <= set(ROLLUP_DIMS)
-        return self._rollup_from(cells, bucket_ms, by, since_ms, until_ms, where)
+        return self._rollup_from(cells, bucket_ms, by, since_ms, until_ms, where, int(offset_ms))
+
+    def time_span(self) -> tuple[int, int] | None:
+        """(first, last) quarter-hour cell start in epoch ms, None for an empty ledger: two index lookups
+        (cells emptied by replaced records may widen it a little, which is harmless)."""
+        rows = self._all(
+            "SELECT (SELECT MIN(bucket_ms) FROM usage_rollup), (SELECT MAX(bucket_ms) FROM usage_rollup)"
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        return int(rows[0][0]), int(rows[0][1])
 
     def _rollup_from(
         self,
@@ -332,6 +346,7 @@ class Ledger:
         since_ms: int | None,
         until_ms: int | None,
         where: dict[str, str] | None,
+        offset_ms: int = 0,
     ) -> list[RollupRow]:
         allowed = set(ROLLUP_DIMS) if from_cells else _USAGE_FILTERS
         for col in (*by, *(where or {})):
@@ -360,7 +375,7 @@ class Ledger:
             params.append(value)
         where_sql = f" WHERE {' AND '.join(conds)}" if conds else ""
         # The bucket is an integer literal (ours, never user input), so both engines divide integers.
-        bucket = f"{ts} / {bucket_ms}"
+        bucket = f"({ts} + {offset_ms}) / {bucket_ms}" if offset_ms else f"{ts} / {bucket_ms}"
         group = ", ".join(str(i) for i in range(1, 2 + len(by)))
         sql = (f"SELECT {bucket}{dims}, {n}, {sums}, {unknown}, {first}, {last} FROM {table}"
                f"{where_sql} GROUP BY {group}")  # fmt: skip
@@ -372,7 +387,7 @@ class Ledger:
                 continue  # a cell emptied by a replaced record
             out.append(
                 RollupRow(
-                    bucket_ms=int(row[0]) * bucket_ms,
+                    bucket_ms=int(row[0]) * bucket_ms - offset_ms,
                     keys=tuple("" if v is None else str(v) for v in row[1 : 1 + n_by]),
                     requests=int(s[0]),
                     tokens=TokenCounts(int(s[1]), int(s[2]), int(s[3]), int(s[4]), int(s[5])),
