@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -271,24 +272,51 @@ def test_json_written_with_spaces_is_read_too(tmp_path):
     assert summary(ledger) == (2, 107)
 
 
-def test_a_new_store_gets_its_schema_while_workers_read(tmp_path):
-    """``refresh`` on a store that does not exist yet: the file is not needed to plan the read, the schema
-    is created while the worker processes read, and everything lands (checked with two workers and one)."""
+def _four_sessions(tmp_path: Path) -> Path:
     root = tmp_path / "claude"
     proj = root / "projects" / "-home-a-proj"
     proj.mkdir(parents=True)
     for n in range(4):
         (proj / f"s{n}.jsonl").write_text("".join(line(f"m{n}-{i}", 10 + i) + "\n" for i in range(5)))
+    # the same request copied into a second file (a resumed session): still one record
+    with (proj / "s3.jsonl").open("a") as fh:
+        fh.write(line("m0-4", 14) + "\n")
+    return root
+
+
+def test_a_new_store_gets_its_schema_while_workers_read(tmp_path):
+    """``refresh`` on a store that does not exist yet: the file is not needed to plan the read, the schema
+    is created while the worker processes read, and everything lands (checked with two workers and one)."""
+    root = _four_sessions(tmp_path)
     for workers in (2, 1):
         db = tmp_path / f"new-{workers}" / "l.db"
         ledger = Ledger(f"sqlite:///{db}")
         assert ledger.cursors_if_any() == {} and not db.exists()
         stats = refresh(ledger, BOOK, [root], workers=workers)
         assert ledger.is_current()
-        assert stats.records == 20
+        assert stats.records == 21  # lines kept per file; the copy in s3 is one of them
         assert summary(ledger) == (20, 4 * sum(10 + i for i in range(5)))
         assert len(ledger.cursors()) == 4
+        again = refresh(ledger, BOOK, [root], workers=workers)
+        assert (again.files_read, summary(ledger)) == (0, (20, 4 * sum(10 + i for i in range(5))))
         ledger.close()
+
+
+@pytest.mark.postgres
+def test_workers_write_to_postgres_too(tmp_path):
+    from tests.ledger.conftest import pg_schema_url
+
+    root = _four_sessions(tmp_path)
+    gen = pg_schema_url()
+    url = next(gen)
+    try:
+        ledger = Ledger(url)
+        stats = refresh(ledger, BOOK, [root], workers=2)
+        assert stats.records == 21
+        assert summary(ledger) == (20, 4 * sum(10 + i for i in range(5)))
+        ledger.close()
+    finally:
+        gen.close()
 
 
 def test_nothing_to_read_still_creates_the_store(tmp_path):
