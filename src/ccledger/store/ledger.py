@@ -172,9 +172,26 @@ class Ledger:
         return self._engine
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision; a look at ``alembic_version`` when already there."""
-        if self.dialect == "sqlite" and self.is_current():
-            return
+        """Bring the schema to the newest revision; a look at ``alembic_version`` when already there.
+        A new SQLite store is created from the schema snapshot (``store.snapshot``) in one transaction."""
+        if self.dialect == "sqlite":
+            if self.is_current():
+                return
+            from ccledger.store import snapshot
+
+            with self._lock:
+                conn = self._sqlite_conn()
+                cur = conn.cursor()
+                cur.execute("BEGIN IMMEDIATE")  # the write lock first: two first runs must not both create
+                try:
+                    snapshot.create(cur)
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+                cur.close()
+            if self.is_current():
+                return
         from ccledger.store.engine import migrate
 
         migrate(self.engine)
