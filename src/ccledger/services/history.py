@@ -31,6 +31,7 @@ from ccledger.store.ledger import CodeChange, Ledger, price_record, row_of, to_m
 
 # Rows per transaction: small enough that the last one, written after the reading ends, is short.
 BATCH_RECORDS = 10_000
+MAX_PENDING_RECORDS = 4 * BATCH_RECORDS
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 # Files are handed to workers in groups of about total / (workers * this) bytes: few enough that each
 # group fills a transaction, many enough that both workers finish at about the same time.
@@ -96,14 +97,17 @@ class _Batch:
             self.changes.append(CodeChange(p.line_key, p.session_id, to_ms(p.ts), p.added, p.removed))
         self.cursors.append(scan.state)
         if len(rows) >= BATCH_RECORDS:
-            self.flush()
+            # While another process writes, keep reading and try again after the next file; past a few
+            # batches' worth, wait for the lock (bounded memory).
+            self.flush(wait=len(rows) >= MAX_PENDING_RECORDS)
 
-    def flush(self) -> None:
+    def flush(self, *, wait: bool = True) -> None:
         if not (self.rows or self.changes or self.cursors):
             return
         if self.before_write:
             self.before_write()
-        self.ledger.ingest(list(self.rows.values()), self.changes, self.cursors)
+        if not self.ledger.ingest(list(self.rows.values()), self.changes, self.cursors, wait=wait):
+            return
         self.rows = {}
         self.changes = []
         self.cursors = []

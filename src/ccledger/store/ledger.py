@@ -217,9 +217,17 @@ class Ledger:
             self._engine.dispose()
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
-        """A DB-API cursor inside a transaction: committed on success, rolled back on error."""
+    def _tx(self, *, began: bool = False) -> Iterator[Any]:
+        """A DB-API cursor inside a transaction: committed on success, rolled back on error.
+        ``began``: ``_try_write_lock`` already opened it (and holds the lock)."""
         if self.dialect == "sqlite":
+            if began:
+                try:
+                    with _in_transaction(self._sqlite_conn(), begin=False) as cur:
+                        yield cur
+                finally:
+                    self._lock.release()
+                return
             with self._lock, _in_transaction(self._sqlite_conn(), begin=True) as cur:
                 yield cur
             return
@@ -272,10 +280,19 @@ class Ledger:
         rows: Sequence[tuple[object, ...]],
         changes: Sequence[CodeChange],
         cursors: Sequence[FileCursor],
-    ) -> None:
+        *,
+        wait: bool = True,
+    ) -> bool:
         """Records, code changes and the file positions they came from, in one transaction: a crash
-        leaves either all of it or none, so the next run re-reads exactly what was not stored."""
-        with self._tx() as cur:
+        leaves either all of it or none, so the next run re-reads exactly what was not stored.
+
+        With ``wait=False`` on SQLite, when another process holds the write lock nothing is written and
+        False is returned at once, so a reader process can go on reading and try again later instead of
+        sleeping in the busy handler (PostgreSQL writers do not block each other: it always writes).
+        """
+        if not wait and self.dialect == "sqlite" and not self._try_write_lock():
+            return False
+        with self._tx(began=not wait and self.dialect == "sqlite") as cur:
             if rows:
                 cur.executemany(self._upsert_sql, rows)
             if changes:
@@ -289,6 +306,27 @@ class Ledger:
                     [(c.path, c.identity, c.head_hash, c.size, c.mtime_ns, c.offset, c.line_no, c.bad_lines)
                      for c in cursors],
                 )
+        return True
+
+    def _try_write_lock(self) -> bool:
+        """Open a write transaction (``BEGIN IMMEDIATE``) without waiting; False if another holds it.
+        On True the transaction is open and the next ``_tx(began=True)`` uses it."""
+        import sqlite3
+
+        self._lock.acquire()
+        conn = self._sqlite_conn()
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                self._lock.release()
+                raise
+            self._lock.release()
+            return False
+        finally:
+            conn.execute("PRAGMA busy_timeout=60000")
+        return True
 
     # -- reads -------------------------------------------------------------------------------------
 
