@@ -34,8 +34,8 @@ BATCH_RECORDS = 10_000
 MAX_PENDING_RECORDS = 4 * BATCH_RECORDS
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 # Files are handed to workers in groups of about total / (workers * this) bytes: few enough that each
-# group fills a transaction, many enough that both workers finish at about the same time.
-GROUPS_PER_WORKER = 8
+# group fills a transaction or a few, many enough that both workers finish at about the same time.
+GROUPS_PER_WORKER = 32
 MAX_BAD_KEPT = 1000
 
 ProgressHook = Callable[[int, int], None]  # (bytes done, bytes total)
