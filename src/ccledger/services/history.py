@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import FileCursor
 from ccledger.sources.transcripts import (
-    BadLine,
     RefreshStats,
     discover_paths,
     pending,
@@ -43,25 +41,14 @@ Row = tuple[object, ...]
 Work = tuple[Path, FileCursor | None, int]
 
 
-@dataclass
-class _Outcome:
-    """What a batch of files did, for the run's ``RefreshStats``."""
-
-    files_read: int = 0
-    bytes_read: int = 0
-    records: int = 0
-    bad_lines: int = 0
-    bad: list[BadLine] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    nbytes: int = 0  # planned bytes, for the progress bar
-
-    def add_to(self, stats: RefreshStats) -> None:
-        stats.files_read += self.files_read
-        stats.bytes_read += self.bytes_read
-        stats.records += self.records
-        stats.bad_lines += self.bad_lines
-        stats.bad.extend(self.bad[: max(0, MAX_BAD_KEPT - len(stats.bad))])
-        stats.errors.extend(self.errors)
+def _merge(into: RefreshStats, part: RefreshStats) -> None:
+    """Add what one batch of files did (in a worker) to the run's figures."""
+    into.files_read += part.files_read
+    into.bytes_read += part.bytes_read
+    into.records += part.records
+    into.bad_lines += part.bad_lines
+    into.bad.extend(part.bad[: max(0, MAX_BAD_KEPT - len(into.bad))])
+    into.errors.extend(part.errors)
 
 
 class _Batch:
@@ -74,7 +61,7 @@ class _Batch:
         self.changes: list[CodeChange] = []
         self.cursors: list[FileCursor] = []
 
-    def add(self, path: Path, prev: FileCursor | None, book: PriceBook, out: _Outcome) -> None:
+    def add(self, path: Path, prev: FileCursor | None, book: PriceBook, out: RefreshStats) -> None:
         scan = scan_file(path, prev)
         if scan is None:
             return
@@ -147,15 +134,13 @@ def refresh(
     if not current:
         ledger.migrate()
     batch = _Batch(ledger)
-    out = _Outcome()
     done = 0
     for path, prev, nbytes in work:
-        batch.add(path, prev, book, out)
+        batch.add(path, prev, book, stats)
         done += nbytes
         if hook:
             hook(done, total)
     batch.flush()
-    out.add_to(stats)
     return stats
 
 
@@ -175,11 +160,11 @@ def _wait_for_schema() -> None:
         raise RuntimeError("the ledger's schema was not created in time")
 
 
-def _ingest_group(group: list[Work]) -> _Outcome:
+def _ingest_group(group: list[Work]) -> RefreshStats:
     """Read, price and store a group of files in this worker (runs in a worker process)."""
     book: PriceBook = _worker["book"]
     batch = _Batch(_worker["ledger"], before_write=_wait_for_schema)
-    out = _Outcome(nbytes=sum(n for _, _, n in group))
+    out = RefreshStats()
     for path, prev, _nbytes in group:
         batch.add(path, prev, book, out)
     batch.flush()
@@ -221,11 +206,10 @@ def _refresh_parallel(
     ready = ctx.Event()
     if current:
         ready.set()
-    outcomes: list[_Outcome] = []
     with cf.ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(ledger.url, book, ready)
     ) as pool:
-        futures = [pool.submit(_ingest_group, g) for g in _groups(work, workers)]
+        futures = {pool.submit(_ingest_group, g): sum(n for _, _, n in g) for g in _groups(work, workers)}
         if not current:
             try:
                 ledger.migrate()  # while the workers read their first files
@@ -233,12 +217,9 @@ def _refresh_parallel(
                 ready.set()  # on failure too, so workers fail on the missing schema instead of waiting
         done = 0
         for fut in cf.as_completed(futures):
-            out = fut.result()
-            outcomes.append(out)
-            done += out.nbytes
+            _merge(stats, fut.result())
+            done += futures[fut]
             if hook:
                 hook(done, total)
-    for out in outcomes:
-        out.add_to(stats)
     # Workers finish in any order: list bad lines by file and line.
     stats.bad.sort(key=lambda b: (b.path, b.line_no))
