@@ -353,5 +353,26 @@ async def test_bucket_expiry_queue_stays_bounded_with_slow_refill() -> None:
     for i in range(20_000):
         await c.take_tokens((), [BucketDebit(spec, 0.001)], at(i * 0.0001))
     assert len(c._bucket_queue) <= 2 * len(c._buckets) + 1025
+    assert len(c._bucket_queue) == 1  # a debit moves the bucket's full time later: nothing is queued
     (level,) = await c.peek_tokens([spec], at(2.0))
     assert level.level == pytest.approx(5.0 - 20.0 + 2.0 * 5 / 60, abs=1e-6)
+
+
+@pytest.mark.asyncio
+async def test_a_bucket_is_dropped_once_full_even_if_its_entry_fell_due_early() -> None:
+    c = MemoryCounters()
+    spec = BucketSpec("rl::user:ann:rpm", capacity=6.0, refill_per_s=1.0)
+    await c.take_tokens((), [BucketDebit(spec, 1.0)], at(0))  # full again at 1 s
+    await c.take_tokens((), [BucketDebit(spec, 2.0)], at(0.5))  # 3.5, full at 3 s
+    await c.peek_tokens([spec], at(1.5))  # the 1 s entry falls due: re-queued for 3 s, bucket kept
+    assert list(c._buckets) == [spec.key] and len(c._bucket_queue) == 1
+    (level,) = await c.peek_tokens([spec], at(2.0))
+    assert level.level == pytest.approx(5.0)
+    await c.peek_tokens([spec], at(3.0))
+    assert c._buckets == {} and c._bucket_queue == []
+    # Dropped, then made again: the new bucket queues its own entry and the old one never resurfaces.
+    await c.take_tokens((), [BucketDebit(spec, 6.0)], at(10))
+    await c.take_tokens((), [BucketDebit(spec, 1.0)], at(20))
+    assert len(c._bucket_queue) == 1
+    (level,) = await c.peek_tokens([spec], at(20.5))
+    assert level.level == pytest.approx(5.5)

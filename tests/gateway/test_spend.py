@@ -101,9 +101,11 @@ def _blast(url: str, key: str, n: int) -> list[int]:
     return asyncio.run(go())
 
 
+@pytest.mark.parametrize("rate_limits", [None, {"rpm_per_user": 10_000, "tpm_per_user": 10_000_000}])
 @pytest.mark.parametrize("estimator", ["strict", "expected"])
-def test_100_concurrent_requests_against_a_cap(gateway_factory, estimator):
-    gw = gateway_factory(estimator=estimator)
+def test_100_concurrent_requests_against_a_cap(gateway_factory, estimator, rate_limits):
+    # With rate limits on, each admission takes the request token and reserves spend in one call.
+    gw = gateway_factory(estimator=estimator, **({"rate_limits": rate_limits} if rate_limits else {}))
     key = gw.user("alice")
     cap_nanos = 5 * 10_000_000  # 5 cents: ~14 requests' worth
     gw.identity.upsert_spend_limit("user", "alice", "daily", "5", "test", gw.clock())
@@ -143,6 +145,37 @@ def test_fail_open_or_closed_when_counters_fail(gateway_factory, mode):
         assert r.status_code == 429
         assert r.json()["error"] == {"type": "billing_error", "message": "spend limit unavailable"}
         assert "retry-after" not in r.headers
+
+
+class _DownCounters(MemoryCounters):
+    """A shared counter store that is down: every call fails, the combined admission included."""
+
+    async def admit(self, *a, **kw):  # type: ignore[override]
+        raise ConnectionError("counter store down")
+
+    async def reserve(self, *a, **kw):  # type: ignore[override]
+        raise ConnectionError("counter store down")
+
+    async def take_tokens(self, *a, **kw):  # type: ignore[override]
+        raise ConnectionError("counter store down")
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_fail_mode_holds_with_rate_limits_on_too(gateway_factory, mode):
+    # Rate limits and caps are admitted in one counters call: its failure must still be decided by the
+    # configured fail mode for the cap (the rate limiter itself fails open), never surface as a 500.
+    gw = gateway_factory(counters=_DownCounters(), fail_mode=mode, rate_limits={"rpm_per_user": 100})
+    key = gw.user("alice")
+    gw.identity.upsert_spend_limit("user", "alice", "daily", "100", "test", gw.clock())
+    gw.refresh()
+    with gw.client(key) as c:
+        r = c.post("/v1/messages", content=body())
+    if mode == "open":
+        assert r.status_code == 200
+        assert not any(h.startswith("anthropic-ratelimit-") for h in r.headers)
+    else:
+        assert r.status_code == 429
+        assert r.json()["error"] == {"type": "billing_error", "message": "spend limit unavailable"}
 
 
 # -- the strict estimator is an upper bound for residency and web search too -----------------------------

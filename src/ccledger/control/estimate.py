@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ccledger.control.counters.base import AdmitMode
 from ccledger.core.pricing import PriceBook
@@ -67,8 +67,7 @@ class RequestShape:
     session_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(NamedTuple):
     """Nano-dollars to reserve and the admission mode the estimate is valid for."""
 
     nanos: int

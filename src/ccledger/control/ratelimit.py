@@ -34,8 +34,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import NamedTuple
 
-from ccledger.control.counters.base import BucketCheck, BucketDebit, BucketLevel, BucketSpec, Counters
+from ccledger.control.counters.base import (
+    BucketCheck,
+    BucketDebit,
+    BucketLevel,
+    BucketSpec,
+    Counters,
+    TakeResult,
+)
 from ccledger.control.deadline import within
 from ccledger.control.plan import Plan
 from ccledger.core.records import TokenCounts
@@ -166,8 +174,7 @@ def _number(value: float) -> bytes:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class RateDecision:
+class RateDecision(NamedTuple):
     """Admit or refuse, with the numbers for ``retry-after`` and ``anthropic-ratelimit-*`` headers.
 
     ``requests``/``tokens`` are the buckets reported in headers: the user's own when they have a limit in
@@ -311,20 +318,30 @@ class RateLimiter:
     async def admit(self, user_id: str, now: datetime, *, scope: str = "") -> RateDecision:
         """Take one request token (user and pool) if the policy admits the request at ``now``."""
         plan = self._plan(user_id, scope)
-        alternatives = plan.alternatives
         try:
             result = await within(
-                self.counters.take_tokens(alternatives, plan.request_debits, now), self.timeout_s
+                self.counters.take_tokens(plan.alternatives, plan.request_debits, now), self.timeout_s
             )
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return RateDecision(self.fail_open, now, degraded=True, error=error)
+            return self.failed(exc, now)
+        return self.decide(plan, result, now)
+
+    # ``admit`` in steps, so a caller that takes the request tokens together with other counter work in
+    # one call (``control.admission``) applies exactly the same rules.
+
+    def plan(self, user_id: str, scope: str = "") -> _UserPlan:
+        """What to check and debit for one request of ``user_id`` (``plan.alternatives``,
+        ``plan.request_debits``), derived once per user and scope until the policy changes."""
+        return self._plan(user_id, scope)
+
+    def decide(self, plan: _UserPlan, result: TakeResult, now: datetime) -> RateDecision:
+        """The decision a ``take_tokens`` of ``plan``'s alternatives and request debits amounts to."""
         levels = result.levels
         retry = None
         if not result.admitted:
             retry = min(
                 max((levels[c.spec.key].seconds_until(c.min_level) for c in alt), default=0.0)
-                for alt in alternatives
+                for alt in plan.alternatives
             )
         borrowed = result.admitted and plan.mode is PoolMode.BORROW and not result.clauses[0]
         req, tok = plan.requests_shown, plan.tokens_shown
@@ -338,6 +355,11 @@ class RateLimiter:
             requests_limit=plan.requests_limit,
             tokens_limit=plan.tokens_limit,
         )
+
+    def failed(self, exc: Exception, now: datetime) -> RateDecision:
+        """The counters failed: admitted or refused by ``fail_open``, marked degraded."""
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return RateDecision(self.fail_open, now, degraded=True, error=error)
 
     async def record_tokens(
         self, user_id: str, tokens: TokenCounts | int, now: datetime, *, scope: str = "", bounded: bool = True

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Coroutine, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ccledger.control.counters.base import (
     AdmitMode,
@@ -29,6 +29,7 @@ from ccledger.control.counters.base import (
     CounterState,
     DuplicateRequestId,
     ReserveItem,
+    ReserveResult,
     SettleOutcome,
     SpendTarget,
     item_blocks,
@@ -160,8 +161,7 @@ def resolve_caps(
 # --- admission -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(NamedTuple):
     """Who a request is billed to: the developer (OIDC sub), their IdP groups, and the API key used."""
 
     user_id: str
@@ -169,8 +169,7 @@ class Principal:
     key_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PeriodUsage:
+class PeriodUsage(NamedTuple):
     """One capped counter in one period, read atomically with admission (this request excluded)."""
 
     scope: str  # "user" or "api_key"
@@ -212,8 +211,7 @@ class CapHit:
         return self.usage.reset_at
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     """Everything the gateway needs to answer: proceed, or the 429 ``billing_error`` and its headers.
 
     ``degraded``: the counters failed or timed out and the decision was taken without them (fail-open
@@ -420,11 +418,7 @@ class SpendGuard:
         """Reserve ``estimate_nanos`` on all the principal's counters for the periods holding ``now``, or
         refuse naming the caps. Pass the ``Estimate.mode`` of the estimator used (strict → FIT, expected →
         HEADROOM). Raises only ``DuplicateRequestId`` (a caller bug); store trouble becomes ``degraded``."""
-        if estimate_nanos < 0:
-            raise ValueError("estimate_nanos must be >= 0")
-        shell = self._shells_for(principal, now)
-        slots = shell.slots
-        items = [ReserveItem(s.counter, s.period_key, estimate_nanos, s.cap_nanos) for s in slots]
+        shell, items = self.prepare(principal, estimate_nanos, now)
         try:
             result = await within(
                 self.counters.reserve(request_id, items, self.lease_ttl_s, now, mode=mode), self.timeout_s
@@ -432,7 +426,31 @@ class SpendGuard:
         except DuplicateRequestId:
             raise
         except Exception as exc:
-            return self._unavailable(request_id, slots, now, exc)
+            return self.unavailable(request_id, shell, now, exc)
+        return self.conclude(shell, items, result, now, mode)
+
+    # ``admit`` in three steps, so a caller that reserves together with other counter work in one call
+    # (``control.admission``) applies exactly the same rules: items before, decision after.
+
+    def prepare(
+        self, principal: Principal, estimate_nanos: int, now: datetime
+    ) -> tuple[_Shell, list[ReserveItem]]:
+        """The principal's slots at ``now`` and the items reserving ``estimate_nanos`` on each."""
+        if estimate_nanos < 0:
+            raise ValueError("estimate_nanos must be >= 0")
+        shell = self._shells_for(principal, now)
+        return shell, [ReserveItem(s.counter, s.period_key, estimate_nanos, s.cap_nanos) for s in shell.slots]
+
+    def conclude(
+        self,
+        shell: _Shell,
+        items: Sequence[ReserveItem],
+        result: ReserveResult,
+        now: datetime,
+        mode: AdmitMode,
+    ) -> Admission:
+        """The admission a ``reserve`` of ``prepare``'s items amounts to."""
+        slots = shell.slots
         states = result.states
         usage = tuple(_usage(slots[i], states[i]) for i in shell.capped)
         if not result.blocked:
@@ -443,6 +461,10 @@ class SpendGuard:
             for i in result.blocked
         )
         return Admission(result.admitted, now, usage, blocked, replayed=result.replayed)
+
+    def unavailable(self, request_id: str, shell: _Shell, now: datetime, exc: Exception) -> Admission:
+        """The counters failed: admit or refuse by the fail mode (a principal with no cap is admitted)."""
+        return self._unavailable(request_id, shell.slots, now, exc)
 
     def _unavailable(
         self, request_id: str, slots: Sequence[_Slot], now: datetime, exc: Exception

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ccledger.control.admission import admit_together
 from ccledger.control.counters.base import Counters
 from ccledger.control.deadline import within
 from ccledger.control.estimate import RequestShape, UnboundedRequest, make_estimator
@@ -243,15 +244,26 @@ class Limits:
                 est = self.estimator.estimate(shape)
             except UnboundedRequest as exc:  # strict mode and a cost nothing in the body bounds
                 return Rejection(400, "invalid_request_error", str(exc), "unbounded")
-        # Rate limits first: they are cheap and refusing there holds no spend reservation.
+        cap_p = CapPrincipal(principal.user_id, principal.group_ids, principal.key_id)
+        rate = self.rate
         rate_ticket = None
-        if self.rate.enabled:
-            verdict = await self.rate.admit(principal.user_id, now)
+        adm = None
+        policy = rate.policy
+        if rate.enabled and policy is not None:
+            # Rate limits first (refusing there holds no spend reservation), and the spend reservation
+            # in the same counters call when they admit.
+            if policy.counters is self.guard.counters:
+                decision, adm = await admit_together(
+                    self.guard, policy, request_id, cap_p, est.nanos, now, mode=est.mode
+                )
+            else:
+                decision = await policy.admit(principal.user_id, now)
+            verdict = await rate.verdict(principal.user_id, decision)
             if isinstance(verdict, Rejection):
                 return verdict
             rate_ticket = verdict
-        cap_p = CapPrincipal(principal.user_id, principal.group_ids, principal.key_id)
-        adm = await self.guard.admit(request_id, cap_p, est.nanos, now, mode=est.mode)
+        if adm is None:  # no rate limits, or admitted only after queueing: reserve on its own
+            adm = await self.guard.admit(request_id, cap_p, est.nanos, now, mode=est.mode)
         if adm.degraded:
             log.warning("spend counters unavailable (%s); fail-%s", adm.error, "open" if adm.ok else "closed")
         if not adm.ok:

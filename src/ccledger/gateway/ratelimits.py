@@ -70,7 +70,11 @@ class RateLimiter:
 
     async def admit(self, user_id: str, now: datetime) -> Any:
         assert self.policy is not None
-        decision = await self.policy.admit(user_id, now)
+        return await self.verdict(user_id, await self.policy.admit(user_id, now))
+
+    async def verdict(self, user_id: str, decision: RateDecision) -> Any:
+        """A ``RateTicket`` or the ``Rejection`` for a policy decision, queueing a refusal first if
+        ``queue_ms`` allows (``Limits`` makes the decision together with the spend reservation)."""
         if not decision.ok and self.queue_s > 0 and self.clock is not None:
             decision = await self._queue(user_id, decision)
         if decision.degraded:

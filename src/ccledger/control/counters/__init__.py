@@ -6,6 +6,7 @@
 
 from ccledger.control.counters.base import (
     AdmitMode,
+    AdmitResult,
     BucketCheck,
     BucketDebit,
     BucketLevel,
@@ -25,6 +26,7 @@ from ccledger.control.counters.memory import MemoryCounters
 
 __all__ = [
     "AdmitMode",
+    "AdmitResult",
     "BucketCheck",
     "BucketDebit",
     "BucketLevel",

@@ -83,8 +83,7 @@ class SpendTarget(NamedTuple):
     period_key: str
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveItem:
+class ReserveItem(NamedTuple):
     """Reserve ``amount_nanos`` on ``counter`` in ``period_key``; ``cap_nanos`` None means uncapped (the
     amount is still reserved and settled there, so period-to-date spend is right if a cap is added later)."""
 
@@ -98,8 +97,7 @@ class ReserveItem:
         return SpendTarget(self.counter, self.period_key)
 
 
-@dataclass(frozen=True, slots=True)
-class CounterState:
+class CounterState(NamedTuple):
     spent_nanos: int = 0
     reserved_nanos: int = 0
 
@@ -109,8 +107,7 @@ class CounterState:
         return self.spent_nanos + self.reserved_nanos
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveResult:
+class ReserveResult(NamedTuple):
     """``states[i]`` is item i's counter as read inside the atomic step, *before* this reservation (other
     requests' holds included, this one's not); ``blocked`` are indices of items that refused admission."""
 
@@ -132,12 +129,15 @@ def item_blocks(item: ReserveItem, state: CounterState, mode: AdmitMode) -> bool
 
 def validate_items(items: Sequence[ReserveItem]) -> None:
     """Shared argument checks: a backend must reject what would corrupt its sums."""
-    seen: set[tuple[str, str]] = set()
     for item in items:
         if item.amount_nanos < 0:
             raise ValueError(f"negative reservation for {item.target}")
         if item.cap_nanos is not None and item.cap_nanos < 0:
             raise ValueError(f"negative cap for {item.target}")
+    if len({(i.counter, i.period_key) for i in items}) == len(items):
+        return
+    seen: set[tuple[str, str]] = set()
+    for item in items:
         key = (item.counter, item.period_key)
         if key in seen:
             raise ValueError(f"{item.target} appears twice in one reservation")
@@ -180,24 +180,21 @@ class BucketSpec:
             raise ValueError(f"bucket {self.key}: capacity and refill must be >= 0")
 
 
-@dataclass(frozen=True, slots=True)
-class BucketCheck:
+class BucketCheck(NamedTuple):
     """Condition ``level >= min_level`` on a bucket, evaluated after refilling to ``now``."""
 
     spec: BucketSpec
     min_level: float
 
 
-@dataclass(frozen=True, slots=True)
-class BucketDebit:
+class BucketDebit(NamedTuple):
     """Take ``amount`` from a bucket; the level may go negative (debt), which later refill pays off."""
 
     spec: BucketSpec
     amount: float
 
 
-@dataclass(frozen=True, slots=True)
-class BucketLevel:
+class BucketLevel(NamedTuple):
     """A bucket's level at ``at`` (after refill and any debit of the call that returned it)."""
 
     spec: BucketSpec
@@ -221,14 +218,21 @@ class BucketLevel:
         return self.at + timedelta(seconds=wait)
 
 
-@dataclass(frozen=True, slots=True)
-class TakeResult:
+class TakeResult(NamedTuple):
     """``clauses[i]`` says whether alternative i held; ``levels`` maps every bucket touched to its level
     after the call (debits applied only if admitted)."""
 
     admitted: bool
     clauses: tuple[bool, ...]
     levels: dict[str, BucketLevel]
+
+
+class AdmitResult(NamedTuple):
+    """``Counters.admit``: the rate-limit step's result, and the spend step's (None when the buckets
+    refused, in which case nothing was reserved)."""
+
+    take: TakeResult
+    reserve: ReserveResult | None
 
 
 def refill(level: float, updated_at_s: float, spec: BucketSpec, now_s: float) -> float:
@@ -310,4 +314,27 @@ class Counters(Protocol):
 
     async def peek_tokens(self, specs: Sequence[BucketSpec], now: datetime) -> tuple[BucketLevel, ...]:
         """Levels at ``now`` without changing anything."""
+        ...
+
+    async def admit(
+        self,
+        request_id: str,
+        items: Sequence[ReserveItem],
+        ttl_s: float,
+        now: datetime,
+        *,
+        mode: AdmitMode = AdmitMode.FIT,
+        alternatives: Sequence[Sequence[BucketCheck]] = (),
+        debits: Sequence[BucketDebit] = (),
+    ) -> AdmitResult:
+        """A request's whole admission as ONE atomic step: ``take_tokens(alternatives, debits, now)``,
+        then, only if that admitted, ``reserve(request_id, items, ttl_s, now, mode=mode)``.
+
+        Why one call: the gateway needs both for every request, and each call is a round trip to a
+        shared store (one Lua script each for Redis) plus its fixed cost in process; one call halves
+        that. The rules are exactly those of the two methods: buckets refusing means nothing is reserved;
+        spend caps refusing leaves the request tokens taken (a refused request still counts as a request
+        made). An id that already finished raises ``DuplicateRequestId`` before anything changes; an id
+        still holding a live reservation is a replay: no tokens are taken (checks are still evaluated),
+        nothing is reserved, and ``reserve`` reports ``replayed``."""
         ...

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from ccledger.control.counters.base import (
     AdmitMode,
+    AdmitResult,
     BucketCheck,
     BucketDebit,
     BucketLevel,
@@ -56,11 +57,18 @@ class _Slot:
 class _Lease:
     """A live reservation: the counters it holds room on (the slot objects themselves, so dropping the
     holds needs no lookups; a slot whose period was pruned meanwhile is detached, and decrementing it
-    changes nothing that is read), the same counters by name (where a settle adds), and its expiry."""
+    changes nothing that is read), the items that reserved there (amounts, and the counters by name where
+    a settle adds), and its expiry."""
 
-    holds: tuple[tuple[_Slot, int], ...]
-    targets: tuple[SpendTarget, ...]
+    slots: tuple[_Slot, ...]
+    items: tuple[ReserveItem, ...]
     expires_at: float
+
+    @property
+    def targets(self) -> tuple[SpendTarget, ...]:
+        """Only a released or expired lease needs its targets by name (a late settle adds there), so
+        they are built then rather than for every reservation."""
+        return tuple(SpendTarget(i.counter, i.period_key) for i in self.items)
 
 
 @dataclass(slots=True)
@@ -75,6 +83,7 @@ class _Bucket:
     level: float
     updated_at: float
     full_at: float
+    queued_at: float = math.inf  # its one live entry in the expiry queue (inf: none); never after full_at
 
 
 class MemoryCounters:
@@ -127,10 +136,46 @@ class MemoryCounters:
             raise ValueError("ttl_s must be > 0")
         now_s = self._purge(now)
         if request_id in self._leases:
-            states = tuple(self._state(i.counter, i.period_key) for i in items)
-            return ReserveResult(True, states, (), replayed=True)
-        if request_id in self._finished:
-            raise DuplicateRequestId(f"request id {request_id!r} already {self._finished[request_id].state}")
+            return self._replayed(items)
+        self._check_unfinished(request_id)
+        return self._reserve(request_id, items, ttl_s, now_s, mode)
+
+    async def admit(
+        self,
+        request_id: str,
+        items: Sequence[ReserveItem],
+        ttl_s: float,
+        now: datetime,
+        *,
+        mode: AdmitMode = AdmitMode.FIT,
+        alternatives: Sequence[Sequence[BucketCheck]] = (),
+        debits: Sequence[BucketDebit] = (),
+    ) -> AdmitResult:
+        validate_items(items)
+        if ttl_s <= 0:
+            raise ValueError("ttl_s must be > 0")
+        now_s = self._purge(now)
+        if request_id in self._leases:
+            return AdmitResult(self._take(alternatives, (), now, now_s), self._replayed(items))
+        self._check_unfinished(request_id)  # before the buckets change: a caller bug changes nothing
+        take = self._take(alternatives, debits, now, now_s)
+        if not take.admitted:
+            return AdmitResult(take, None)
+        return AdmitResult(take, self._reserve(request_id, items, ttl_s, now_s, mode))
+
+    def _replayed(self, items: Sequence[ReserveItem]) -> ReserveResult:
+        states = tuple(self._state(i.counter, i.period_key) for i in items)
+        return ReserveResult(True, states, (), replayed=True)
+
+    def _check_unfinished(self, request_id: str) -> None:
+        finished = self._finished.get(request_id)
+        if finished is not None:
+            raise DuplicateRequestId(f"request id {request_id!r} already {finished.state}")
+
+    def _reserve(
+        self, request_id: str, items: Sequence[ReserveItem], ttl_s: float, now_s: float, mode: AdmitMode
+    ) -> ReserveResult:
+        """The atomic step of ``reserve`` for a validated, new id, after purging to ``now_s``."""
         # One pass finds each counter (without creating it), reads its state and applies the shared rule
         # to capped items (an uncapped item never blocks); the second creates only what is missing.
         periods = self._periods
@@ -140,23 +185,22 @@ class MemoryCounters:
         for n, item in enumerate(items):
             group = periods.get(item.period_key)
             slot = None if group is None else group.get(item.counter)
-            state = _EMPTY if slot is None else CounterState(slot.spent, slot.reserved)
             found.append(slot)
+            state = _EMPTY if slot is None else CounterState(slot.spent, slot.reserved)
             states.append(state)
             if item.cap_nanos is not None and item_blocks(item, state, mode):
                 blocked.append(n)
         if blocked:
             return ReserveResult(False, tuple(states), tuple(blocked))
-        holds = []
-        for item, slot in zip(items, found, strict=True):
+        for n, slot in enumerate(found):
+            item = items[n]
             if slot is None:
-                slot = self._slot(item.counter, item.period_key)
+                slot = found[n] = self._slot(item.counter, item.period_key)
             slot.reserved += item.amount_nanos
-            holds.append((slot, item.amount_nanos))
-        targets = tuple(SpendTarget(i.counter, i.period_key) for i in items)
-        lease = _Lease(tuple(holds), targets, now_s + ttl_s)
-        self._leases[request_id] = lease
-        self._queue_lease(request_id, lease.expires_at)
+        expires_at = now_s + ttl_s
+        # (``found`` holds no None any more.)
+        self._leases[request_id] = _Lease(tuple(found), tuple(items), expires_at)  # type: ignore[arg-type]
+        self._queue_lease(request_id, expires_at)
         return ReserveResult(True, tuple(states))
 
     async def extend(self, request_id: str, ttl_s: float, now: datetime) -> bool:
@@ -184,12 +228,12 @@ class MemoryCounters:
         now_s = self._purge(now)
         lease = self._leases.pop(request_id, None)
         if lease is not None:
-            for (slot, amount), (counter, period_key) in zip(lease.holds, lease.targets, strict=True):
-                slot.reserved -= amount
+            for slot, item in zip(lease.slots, lease.items, strict=True):
+                slot.reserved -= item.amount_nanos
                 if not slot.live:  # its period was pruned meanwhile: land where a lookup finds it
-                    slot = self._slot(counter, period_key)
+                    slot = self._slot(item.counter, item.period_key)
                 slot.spent += actual_nanos
-            self._remember(request_id, _SETTLED, lease.targets, now_s)
+            self._remember(request_id, _SETTLED, (), now_s)
             return SettleOutcome.SETTLED
         finished = self._finished.get(request_id)
         if finished is not None:
@@ -237,7 +281,16 @@ class MemoryCounters:
         debits: Sequence[BucketDebit],
         now: datetime,
     ) -> TakeResult:
-        now_s = self._purge(now)
+        return self._take(alternatives, debits, now, self._purge(now))
+
+    def _take(
+        self,
+        alternatives: Sequence[Sequence[BucketCheck]],
+        debits: Sequence[BucketDebit],
+        now: datetime,
+        now_s: float,
+    ) -> TakeResult:
+        """The atomic step of ``take_tokens``, after purging to ``now_s``."""
         specs: dict[str, BucketSpec] = {}
         levels: dict[str, float] = {}
         clauses = []
@@ -321,11 +374,19 @@ class MemoryCounters:
             _, key = heapq.heappop(self._period_queue)
             for slot in self._periods.pop(key, {}).values():
                 slot.live = False
-        while self._bucket_queue and self._bucket_queue[0][0] <= now_s:
-            _, key = heapq.heappop(self._bucket_queue)
+        queue = self._bucket_queue
+        while queue and queue[0][0] <= now_s:
+            due, key = heapq.heappop(queue)
             bucket = self._buckets.get(key)
-            if bucket is not None and bucket.full_at <= now_s:  # else debited since: a later entry exists
+            if bucket is None or bucket.queued_at != due:
+                continue  # the bucket was dropped (and maybe made again) since: a stale entry
+            if bucket.full_at <= now_s:
                 del self._buckets[key]
+            elif bucket.full_at < math.inf:  # debited since: look again when it can be full
+                bucket.queued_at = bucket.full_at
+                heapq.heappush(queue, (bucket.full_at, key))
+            else:
+                bucket.queued_at = math.inf
         return now_s
 
     def _state(self, counter: str, period_key: str) -> CounterState:
@@ -352,8 +413,8 @@ class MemoryCounters:
 
     @staticmethod
     def _drop_holds(lease: _Lease) -> None:
-        for slot, amount in lease.holds:
-            slot.reserved -= amount
+        for slot, item in zip(lease.slots, lease.items, strict=True):
+            slot.reserved -= item.amount_nanos
 
     def _queue_lease(self, rid: str, expires_at: float) -> None:
         heapq.heappush(self._lease_queue, (expires_at, next(self._seq), rid))
@@ -383,22 +444,28 @@ class MemoryCounters:
         return spec.capacity if bucket is None else refill(bucket.level, bucket.updated_at, spec, now_s)
 
     def _store(self, spec: BucketSpec, level: float, now_s: float) -> None:
-        """Keep a bucket only while it is below capacity: a missing bucket reads as full."""
-        old = self._buckets.get(spec.key)
-        updated_at = now_s if old is None else max(old.updated_at, now_s)
+        """Keep a bucket only while it is below capacity: a missing bucket reads as full.
+
+        A kept bucket has one entry in the expiry queue, at or before the time it is full again; a debit
+        only moves that time later, so it changes the bucket in place and queues nothing, and the purge
+        re-queues an entry that fell due early. (A changed spec can move the time earlier: the bucket is
+        then dropped a little late, which costs memory only, since reads refill from its state.)
+        """
+        key = spec.key
+        bucket = self._buckets.get(key)
         if level >= spec.capacity:
-            self._buckets.pop(spec.key, None)
+            if bucket is not None:
+                del self._buckets[key]
             return
-        full_at = math.inf
-        if spec.refill_per_s > 0:
-            full_at = updated_at + (spec.capacity - level) / spec.refill_per_s
-            heapq.heappush(self._bucket_queue, (full_at, spec.key))
-            # Every debit queues an entry and only the latest per bucket matters: with limits of a few
-            # requests a minute, entries would pile up for a minute at every request rate. Rebuild from
-            # the live buckets once stale entries dominate (amortised O(1) per debit).
-            if len(self._bucket_queue) > 2 * len(self._buckets) + 1024:
-                live = self._buckets.items()
-                self._bucket_queue = [(b.full_at, k) for k, b in live if b.full_at < math.inf]
-                self._bucket_queue.append((full_at, spec.key))
-                heapq.heapify(self._bucket_queue)
-        self._buckets[spec.key] = _Bucket(level, updated_at, full_at)
+        updated_at = now_s if bucket is None else max(bucket.updated_at, now_s)
+        rate = spec.refill_per_s
+        full_at = updated_at + (spec.capacity - level) / rate if rate > 0 else math.inf
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(level, updated_at, full_at)
+        else:
+            bucket.level = level
+            bucket.updated_at = updated_at
+            bucket.full_at = full_at
+        if bucket.queued_at == math.inf and full_at < math.inf:
+            bucket.queued_at = full_at
+            heapq.heappush(self._bucket_queue, (full_at, key))
