@@ -211,9 +211,11 @@ def test_arbitrary_json_in_usage_shapes_never_crash(tmp_path, value):
     assert scan is not None and scan.error is None
 
 
-_GOOD = [b'{"a":1}', b'{"type":"user","message":{"content":"hi \xc3\xa9"}}', b"{}", b"  "]
+_GOOD = [b'{"a":1}', b'{"type":"user","message":{"content":"hi \xc3\xa9"}}', b"{}", b"  ",
+         b' {"lead":"space"}', b'{"x":[1,{"y":"\\n{"}]}']
 _BAD = [b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a":"\xff"}', b'{"a":1}}', b"\x00", b"{}{}",
-        b'{"message":{"usage":{}}}}', b'{"a":1},']
+        b'{"message":{"usage":{}}}}', b'{"a":1},', b'{"a":1},{"b":2}', b'{"a":1},5', b' {"a":1},3',
+        b'{"a":1} 5', b"1}", b'"s"']
 
 
 @settings(max_examples=300, deadline=None)

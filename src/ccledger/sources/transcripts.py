@@ -237,6 +237,7 @@ def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
 
 CHUNK_BYTES = 256 * 1024
 _validate_array = msgspec.json.Decoder(list[_Any]).decode
+_validate_raw = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _BYTE_POS = re.compile(r"\(byte (\d+)\)")
 
 
@@ -307,7 +308,13 @@ def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
             utf = exc.start
     js: int | None = None
     if seg and not seg.isspace():
-        js = _array_error(_as_array(seg), None, len(seg))
+        arr = _as_array(seg)
+        if _all_objects(seg, arr):
+            js = None
+        else:
+            js = _array_error(arr, None, len(seg))
+            if js is None:  # a valid array: but a line may hold two values separated by a comma
+                js = _line_with_two_values(seg)
         if js is not None and js >= 0:
             body = seg[:-1] if seg.endswith(b"\n") else seg
             ls = body.rfind(b"\n", 0, js) + 1
@@ -321,11 +328,44 @@ def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
                         parts.append(part)
                     pos += len(part) + 1
                 js = _array_error(b"[" + b",".join(parts) + b"]", (starts, parts), len(seg))
+                if js is None:
+                    js = _line_with_two_values(seg)
     if js == -1:
         return -1
     if utf is None or js is None:
         return utf if js is None else js
     return min(utf, js)
+
+
+def _line_with_two_values(seg: bytes) -> int | None:
+    """Offset of the first line holding more than one value (``{..},{..}`` passes as two array
+    elements), None if there is none. Only reached when the fast check declined, so rarely."""
+    pos = 0
+    for line in seg.split(b"\n"):
+        if line.strip():
+            try:
+                _validate(line)
+            except msgspec.DecodeError:  # ValidationError included
+                return pos
+        pos += len(line) + 1
+    return None
+
+
+def _all_objects(seg: bytes, arr: bytearray) -> bool:
+    """The fast yes: every line of ``seg`` is exactly one JSON object (``arr`` is ``_as_array(seg)``).
+
+    Skipping each element as raw JSON is ~1.7× faster than matching its keys against a struct, but does
+    not check that an element is an object, nor that a line holds one element; so every line must start
+    with ``{`` and there must be as many elements as lines (a blank line is an empty element, which is
+    malformed JSON). Anything else returns False and the exact check decides.
+    """
+    lines = seg.count(b"\n") + (0 if seg.endswith(b"\n") else 1)
+    if seg[:1] != b"{" or seg.count(b"\n{") != lines - 1:
+        return False
+    try:
+        return len(_validate_raw(arr)) == lines
+    except msgspec.DecodeError:
+        return False
 
 
 def _as_array(seg: bytes) -> bytearray:
