@@ -160,3 +160,35 @@ async def test_only_a_caller_bug_propagates() -> None:
         await admit_together(guard, limiter, "r1", ANN, 1, T0)
     with pytest.raises(ValueError, match="share one Counters"):
         await admit_together(guard, RateLimiter(MemoryCounters(), limiter.policy), "r2", ANN, 1, T0)
+
+
+# --- settle: spend and the reported tokens in one call --------------------------------------------------
+
+TPM = BucketSpec("rl::user:ann:tpm", capacity=1000.0, refill_per_s=0.0)
+
+
+@pytest.mark.asyncio
+async def test_settle_debits_tokens_once_with_the_spend() -> None:
+    c = MemoryCounters()
+    await admit(c, "r1", 10, None, T0)
+    out = await c.settle("r1", 7, T0, debits=[BucketDebit(TPM, 300.0)])
+    assert out.value == "settled" and (await c.read("user:ann", DAY, T0)).spent_nanos == 7
+    again = await c.settle("r1", 7, T0, debits=[BucketDebit(TPM, 300.0)])
+    assert again.value == "duplicate"  # neither the spend nor the tokens count twice
+    (level,) = await c.peek_tokens([TPM], T0)
+    assert level.level == pytest.approx(700.0)
+    # An unknown id still debits (the request ran); its spend lands on the fallback targets.
+    await c.settle("r2", 5, T0, targets=[("user:ann", DAY)], debits=[BucketDebit(TPM, 100.0)])
+    (level,) = await c.peek_tokens([TPM], T0)
+    assert level.level == pytest.approx(600.0)
+
+
+@pytest.mark.asyncio
+async def test_a_bad_debit_fails_the_settle_before_anything_changes() -> None:
+    c = MemoryCounters()
+    await admit(c, "r1", 10, None, T0)
+    other = BucketSpec(TPM.key, capacity=5.0, refill_per_s=0.0)
+    with pytest.raises(ValueError, match="two different specs"):
+        await c.settle("r1", 7, T0, debits=[BucketDebit(TPM, 1.0), BucketDebit(other, 1.0)])
+    assert await c.read("user:ann", DAY, T0) == (0, 10)  # still reserved, nothing spent
+    assert (await c.peek_tokens([TPM], T0))[0].level == pytest.approx(1000.0)

@@ -367,16 +367,20 @@ class RateLimiter:
         """Debit the tokens a response reported from the user's and the pool's TPM buckets (debt allowed).
         Errors propagate (log them; the next admission still works from the levels it finds).
         ``bounded=False``: the caller holds the ``timeout_s`` bound around this and more (one timer)."""
-        amount = tokens if isinstance(tokens, int) else tpm_tokens(tokens)
-        if amount < 0:
-            raise ValueError("token count must be >= 0")
-        specs = self._plan(user_id, scope).token_specs
-        if not specs:
+        debits = self.token_debits(user_id, tokens, scope=scope)
+        if not debits:
             return ()
-        debits = [BucketDebit(spec, float(amount)) for spec in specs]
         if not bounded:
             return await self.counters.debit_tokens(debits, now)
         return await within(self.counters.debit_tokens(debits, now), self.timeout_s)
+
+    def token_debits(self, user_id: str, tokens: TokenCounts | int, *, scope: str = "") -> list[BucketDebit]:
+        """What ``record_tokens`` debits, for a caller that applies it in another counters call (the
+        gateway settles spend and tokens together: ``Counters.settle(debits=...)``)."""
+        amount = tokens if isinstance(tokens, int) else tpm_tokens(tokens)
+        if amount < 0:
+            raise ValueError("token count must be >= 0")
+        return [BucketDebit(spec, float(amount)) for spec in self._plan(user_id, scope).token_specs]
 
     async def wait_admit(
         self,

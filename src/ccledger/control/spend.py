@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from ccledger.control.counters.base import (
     AdmitMode,
+    BucketDebit,
     Counters,
     CounterState,
     DuplicateRequestId,
@@ -491,15 +492,17 @@ class SpendGuard:
         *,
         started_at: datetime | None = None,
         bounded: bool = True,
+        debits: Sequence[BucketDebit] = (),
     ) -> SettleOutcome:
         """Replace the reservation with the actual cost (idempotent). ``started_at`` (the admission time,
         default ``now``) names the periods to bill if the reservation is unknown, e.g. admitted degraded.
         Errors and timeouts propagate: the ledger write is the durable record (§C9); log and count them.
-        ``bounded=False``: the caller holds the ``timeout_s`` bound around this and more (one timer)."""
+        ``bounded=False``: the caller holds the ``timeout_s`` bound around this and more (one timer).
+        ``debits``: rate-limit token debits to apply in the same counters call (``Counters.settle``)."""
         targets = self.targets(principal, started_at or now)
+        call = self.counters.settle(request_id, actual_nanos, now, targets=targets, debits=debits)
         if not bounded:
-            return await self.counters.settle(request_id, actual_nanos, now, targets=targets)
-        call = self.counters.settle(request_id, actual_nanos, now, targets=targets)
+            return await call
         return await within(call, self.timeout_s)
 
     async def release(self, request_id: str, now: datetime | None = None) -> bool:

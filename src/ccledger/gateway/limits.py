@@ -21,7 +21,6 @@ from typing import Any
 
 from ccledger.control.admission import admit_together
 from ccledger.control.counters.base import Counters
-from ccledger.control.deadline import within
 from ccledger.control.estimate import RequestShape, UnboundedRequest, make_estimator
 from ccledger.control.spend import Principal as CapPrincipal
 from ccledger.control.spend import SpendGuard
@@ -50,7 +49,7 @@ class Ticket:
     """An admitted request's holds: a spend reservation and a rate-limit admission."""
 
     __slots__ = (
-        "_admission", "_done", "_headers", "_limits", "_stage", "cap_principal", "rate", "request_id",
+        "_admission", "_done", "_headers", "_limits", "cap_principal", "rate", "request_id",
         "session_id", "started_at", "user_id",
     )  # fmt: skip
 
@@ -98,27 +97,16 @@ class Ticket:
         lim = self._limits
         if completed:
             lim.estimator.observe(self.user_id, self.session_id, cost_nanos)
-        # One deadline bounds both counter calls (spend then tokens), and it is armed only if one of them
-        # actually waits (``within``): the in-process counters never do.
-        self._stage = "spend settle"
+        # Spend and rate-limit tokens settle in one counters call, bounded by the guard's deadline (a
+        # timer armed only if the call actually waits: the in-process counters never do).
         try:
-            await within(self._settle_counters(cost_nanos, tokens), lim.guard.timeout_s)
-        except TimeoutError:
-            log.warning("%s failed: TimeoutError", self._stage)
-
-    async def _settle_counters(self, cost_nanos: int, tokens: TokenCounts) -> None:
-        lim = self._limits
-        now = lim.clock()
-        try:
+            debits = lim.rate.token_debits(self.rate, tokens) if self.rate is not None else ()
             await lim.guard.settle(
-                self.request_id, self.cap_principal, cost_nanos, now, started_at=self.started_at,
-                bounded=False,
+                self.request_id, self.cap_principal, cost_nanos, lim.clock(), started_at=self.started_at,
+                debits=debits,
             )  # fmt: skip
         except Exception as exc:  # the ledger row is the durable record; counters catch up at restart
-            log.warning("spend settle failed: %s", type(exc).__name__)
-        if self.rate is not None:
-            self._stage = "rate-limit token debit"
-            await lim.rate.settle(self.rate, tokens, now, bounded=False)
+            log.warning("spend and token settle failed: %s", type(exc).__name__)
 
     async def extend(self) -> None:
         try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ccledger.control.counters.base import Counters
+from ccledger.control.counters.base import BucketDebit, Counters
 from ccledger.control.ratelimit import RateDecision, RateLimits, RatePolicy
 from ccledger.control.ratelimit import RateLimiter as PolicyLimiter
 from ccledger.core.records import TokenCounts
@@ -107,6 +107,12 @@ class RateLimiter:
             await asyncio.sleep(max(wait, 0.005))
             decision = await self.policy.admit(user_id, self.clock())
         return decision
+
+    def token_debits(self, ticket: RateTicket, tokens: TokenCounts) -> list[BucketDebit]:
+        """The debits ``settle`` would apply (``Limits`` applies them with the spend settle, one call)."""
+        if self.policy is None:
+            return []
+        return self.policy.token_debits(ticket.user_id, tokens)
 
     async def settle(
         self, ticket: RateTicket, tokens: TokenCounts, now: datetime, *, bounded: bool = True

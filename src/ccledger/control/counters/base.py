@@ -274,11 +274,16 @@ class Counters(Protocol):
         now: datetime,
         *,
         targets: Sequence[SpendTarget] = (),
+        debits: Sequence[BucketDebit] = (),
     ) -> SettleOutcome:
         """Idempotent. Drop the reservation and add ``actual_nanos`` to ``spent`` of every counter/period it
         touched. If the lease expired or was released, the actual is still added to those counters (the
         request ran). If the id is unknown, it is added to ``targets``. Never adds twice for one id while
-        the id is remembered (a bounded set with a TTL)."""
+        the id is remembered (a bounded set with a TTL).
+
+        ``debits``: the tokens the response reported, applied as ``debit_tokens`` in the same atomic step
+        (the gateway settles spend and tokens together, one call instead of two), except on a
+        ``DUPLICATE`` settle, whose tokens were debited the first time."""
         ...
 
     async def release(self, request_id: str, now: datetime | None = None) -> bool:

@@ -86,6 +86,15 @@ class _Bucket:
     queued_at: float = math.inf  # its one live entry in the expiry queue (inf: none); never after full_at
 
 
+def _check_debits(debits: Sequence[BucketDebit]) -> None:
+    specs: dict[str, BucketSpec] = {}
+    for debit in debits:
+        spec = debit.spec
+        seen = specs.setdefault(spec.key, spec)
+        if seen is not spec and seen != spec:
+            raise ValueError(f"bucket {spec.key!r} named with two different specs in one call")
+
+
 class MemoryCounters:
     """``Counters`` in one process. Timing knobs:
 
@@ -222,10 +231,21 @@ class MemoryCounters:
         now: datetime,
         *,
         targets: Sequence[SpendTarget] = (),
+        debits: Sequence[BucketDebit] = (),
     ) -> SettleOutcome:
         if actual_nanos < 0:
             raise ValueError("actual_nanos must be >= 0")
+        if debits:
+            _check_debits(debits)  # before anything changes: the step is all or nothing
         now_s = self._purge(now)
+        outcome = self._settle(request_id, actual_nanos, now_s, targets)
+        if debits and outcome is not SettleOutcome.DUPLICATE:
+            self._debit(debits, now_s)
+        return outcome
+
+    def _settle(
+        self, request_id: str, actual_nanos: int, now_s: float, targets: Sequence[SpendTarget]
+    ) -> SettleOutcome:
         lease = self._leases.pop(request_id, None)
         if lease is not None:
             for slot, item in zip(lease.slots, lease.items, strict=True):
@@ -328,20 +348,20 @@ class MemoryCounters:
     async def debit_tokens(self, debits: Sequence[BucketDebit], now: datetime) -> tuple[BucketLevel, ...]:
         # Same result as ``take_tokens((), debits, now)`` without its bookkeeping for checks: debits apply
         # in order, so a bucket named twice is debited twice.
-        now_s = self._purge(now)
-        specs: dict[str, BucketSpec] = {}
-        levels = []
+        _check_debits(debits)
+        final = self._debit(debits, self._purge(now))
+        # Levels as after the whole call (a bucket debited twice reports its final level both times).
+        return tuple(BucketLevel(d.spec, final[d.spec.key], now) for d in debits)
+
+    def _debit(self, debits: Sequence[BucketDebit], now_s: float) -> dict[str, float]:
+        """Apply checked debits at ``now_s``; returns each bucket's final level."""
+        final: dict[str, float] = {}
         for debit in debits:
             spec = debit.spec
-            seen = specs.setdefault(spec.key, spec)
-            if seen is not spec and seen != spec:
-                raise ValueError(f"bucket {spec.key!r} named with two different specs in one call")
             level = self._level(spec, now_s) - debit.amount
             self._store(spec, level, now_s)
-            levels.append(level)
-        # Levels as after the whole call (a bucket debited twice reports its final level both times).
-        final = {d.spec.key: lv for d, lv in zip(debits, levels, strict=True)}
-        return tuple(BucketLevel(d.spec, final[d.spec.key], now) for d in debits)
+            final[spec.key] = level
+        return final
 
     async def peek_tokens(self, specs: Sequence[BucketSpec], now: datetime) -> tuple[BucketLevel, ...]:
         now_s = self._purge(now)
