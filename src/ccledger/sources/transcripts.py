@@ -237,7 +237,6 @@ def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
 
 CHUNK_BYTES = 256 * 1024
 _validate_array = msgspec.json.Decoder(list[_Any]).decode
-_validate_raw = msgspec.json.Decoder(list[msgspec.Raw]).decode
 _BYTE_POS = re.compile(r"\(byte (\d+)\)")
 
 
@@ -292,7 +291,7 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
     scan.bytes_read = pos - start_pos
 
 
-def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
+def _first_error(seg: bytes, utf8_known_good: bool = False, lines: int | None = None) -> int | None:
     """Offset of the first byte that makes ``seg`` (whole lines) invalid: None when every line is one
     UTF-8 JSON object, -1 when invalid at a position the decoder does not say.
 
@@ -308,12 +307,11 @@ def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
             utf = exc.start
     js: int | None = None
     if seg and not seg.isspace():
-        arr = _as_array(seg)
-        if _all_objects(seg, arr):
-            js = None
-        else:
-            js = _array_error(arr, None, len(seg))
-            if js is None:  # a valid array: but a line may hold two values separated by a comma
+        js, elements = _array_check(_as_array(seg), None, len(seg))
+        if js is None:  # a valid array; but a line may hold two values separated by a comma
+            if lines is None:
+                lines = seg.count(b"\n") + (0 if seg.endswith(b"\n") else 1)
+            if elements != lines:
                 js = _line_with_two_values(seg)
         if js is not None and js >= 0:
             body = seg[:-1] if seg.endswith(b"\n") else seg
@@ -327,8 +325,8 @@ def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
                         starts.append(pos)
                         parts.append(part)
                     pos += len(part) + 1
-                js = _array_error(b"[" + b",".join(parts) + b"]", (starts, parts), len(seg))
-                if js is None:
+                js, elements = _array_check(b"[" + b",".join(parts) + b"]", (starts, parts), len(seg))
+                if js is None and elements != len(parts):
                     js = _line_with_two_values(seg)
     if js == -1:
         return -1
@@ -339,7 +337,7 @@ def _first_error(seg: bytes, utf8_known_good: bool = False) -> int | None:
 
 def _line_with_two_values(seg: bytes) -> int | None:
     """Offset of the first line holding more than one value (``{..},{..}`` passes as two array
-    elements), None if there is none. Only reached when the fast check declined, so rarely."""
+    elements), None if there is none. Only called when the array had more elements than lines."""
     pos = 0
     for line in seg.split(b"\n"):
         if line.strip():
@@ -349,23 +347,6 @@ def _line_with_two_values(seg: bytes) -> int | None:
                 return pos
         pos += len(line) + 1
     return None
-
-
-def _all_objects(seg: bytes, arr: bytearray) -> bool:
-    """The fast yes: every line of ``seg`` is exactly one JSON object (``arr`` is ``_as_array(seg)``).
-
-    Skipping each element as raw JSON is ~1.7× faster than matching its keys against a struct, but does
-    not check that an element is an object, nor that a line holds one element; so every line must start
-    with ``{`` and there must be as many elements as lines (a blank line is an empty element, which is
-    malformed JSON). Anything else returns False and the exact check decides.
-    """
-    lines = seg.count(b"\n") + (0 if seg.endswith(b"\n") else 1)
-    if seg[:1] != b"{" or seg.count(b"\n{") != lines - 1:
-        return False
-    try:
-        return len(_validate_raw(arr)) == lines
-    except msgspec.DecodeError:
-        return False
 
 
 def _as_array(seg: bytes) -> bytearray:
@@ -380,18 +361,18 @@ def _as_array(seg: bytes) -> bytearray:
     return arr
 
 
-def _array_error(
+def _array_check(
     arr: bytes | bytearray, where: tuple[list[int], list[bytes]] | None, size: int
-) -> int | None:
-    """None if ``arr`` is a valid array of objects, else the segment offset of the error (-1: unknown)."""
+) -> tuple[int | None, int]:
+    """(None, number of elements) if ``arr`` is a valid array of objects, else (the segment offset of
+    the error, 0); the offset is -1 when the decoder does not say where."""
     try:
-        _validate_array(arr)
+        return None, len(_validate_array(arr))
     except msgspec.ValidationError:  # e.g. a line that is a number, not an object
-        return -1
+        return -1, 0
     except msgspec.DecodeError as exc:
         m = _BYTE_POS.search(str(exc))
-        return -1 if m is None else _seg_offset(int(m.group(1)), where, size)
-    return None
+        return (-1 if m is None else _seg_offset(int(m.group(1)), where, size)), 0
 
 
 def _seg_offset(at: int, where: tuple[list[int], list[bytes]] | None, size: int) -> int:
@@ -407,7 +388,7 @@ def _seg_offset(at: int, where: tuple[list[int], list[bytes]] | None, size: int)
     return size - 1
 
 
-def _bad_spans(buf: bytes) -> list[tuple[int, int]]:
+def _bad_spans(buf: bytes, lines: int | None = None) -> list[tuple[int, int]]:
     """(start, end) of every invalid line in ``buf``; the common case, no bad line, costs one pass.
 
     Where the decoder names a position, the line holding it is checked alone: bad, it is recorded, the
@@ -427,13 +408,14 @@ def _bad_spans(buf: bytes) -> list[tuple[int, int]]:
     while stack:
         a, b, halve = stack.pop()
         while a < b:
-            whole = buf if (a, b) == (0, len(buf)) else buf[a:b]
+            full = (a, b) == (0, len(buf))
+            whole = buf if full else buf[a:b]
             if halve:
                 if _first_error(whole, utf_ok) is None:
                     break
                 off = -1
             else:
-                off = _first_error(whole, utf_ok)
+                off = _first_error(whole, utf_ok, lines if full else None)
                 if off is None:
                     break
             if off == -1:
@@ -467,7 +449,8 @@ def _bad_spans(buf: bytes) -> list[tuple[int, int]]:
 
 def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan) -> int:
     """Scan whole lines ``buf`` that start at file offset ``base`` and line ``line_no`` + 1."""
-    bad = _bad_spans(buf)
+    newlines = buf.count(b"\n")  # buf is whole lines: one per newline
+    bad = _bad_spans(buf, newlines)
     bad_starts = set()
     for s, e in bad:
         if buf[s:e].strip():
@@ -505,7 +488,7 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
             with contextlib.suppress(msgspec.DecodeError):  # not the shape of an edit result
                 _patch(_decode_patch_line(buf[ls:le]), where.parent_session, scan)
         i = find(_PATCH_MARK, le)
-    return line_no + buf.count(b"\n")
+    return line_no + newlines
 
 
 def _handle_line(
