@@ -16,7 +16,6 @@ import contextlib
 import gc
 import json
 import logging
-import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from decimal import Decimal
@@ -45,7 +44,6 @@ from ccledger.store.ledger import Ledger
 log = logging.getLogger("ccledger.gateway")
 
 RATE_LIMITS_KEY = "rate_limits"
-SWITCH_INTERVAL_S = 0.0005  # see ``startup``: the longest a request waits for the writer thread's GIL
 
 
 def build_state(
@@ -136,10 +134,6 @@ async def startup(state: GatewayState) -> None:
     # triggers no longer traverse it (shorter pauses in the latency tail).
     gc.collect()
     gc.freeze()
-    # The ledger writer runs its batches in a thread (a few ms of mostly Python work every
-    # ``writer_flush_ms``). A request that arrives meanwhile waits for the GIL, by default up to the
-    # 5 ms switch interval: the latency tail. The event loop gets it back within SWITCH_INTERVAL_S.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     log.info("gateway ready upstream=%s store=%s", state.upstream_base, state.ledger.dialect)
 
 
