@@ -92,7 +92,19 @@ def build_state(
 
 
 async def refresh_limits(state: GatewayState, *, force: bool = False) -> bool:
-    """Reload caps and rate limits if the store's ``limits_version`` moved. Returns True if reloaded."""
+    """Reload caps and rate limits if the store's ``limits_version`` moved. Returns True if reloaded.
+
+    One reload at a time: the periodic check could otherwise read the caps before an admin change,
+    finish after the admin API's own reload, and put the old caps back until its next tick.
+    """
+    lock = state.extra.get("limits_lock")
+    if lock is None:
+        lock = state.extra["limits_lock"] = asyncio.Lock()
+    async with lock:
+        return await _reload_limits(state, force=force)
+
+
+async def _reload_limits(state: GatewayState, *, force: bool) -> bool:
     version = await asyncio.to_thread(state.identity.limits_version)
     if not force and version == state.limits_version:
         return False
