@@ -131,8 +131,11 @@ def item_blocks(item: ReserveItem, state: CounterState, mode: AdmitMode) -> bool
     return mode is AdmitMode.FIT and used + item.amount_nanos > item.cap_nanos
 
 
-def validate_items(items: Sequence[ReserveItem]) -> None:
-    """Shared argument checks: a backend must reject what would corrupt its sums."""
+def validate_items(items: Sequence[ReserveItem], ttl_s: float | None = None) -> None:
+    """Shared argument checks: a backend must reject what would corrupt its sums (and a lease that
+    would expire before it starts)."""
+    if ttl_s is not None and ttl_s <= 0:
+        raise ValueError("ttl_s must be > 0")
     for item in items:
         if item.amount_nanos < 0:
             raise ValueError(f"negative reservation for {item.target}")

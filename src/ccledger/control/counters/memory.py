@@ -140,9 +140,7 @@ class MemoryCounters:
         *,
         mode: AdmitMode = AdmitMode.FIT,
     ) -> ReserveResult:
-        validate_items(items)
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be > 0")
+        validate_items(items, ttl_s)
         now_s = self._purge(now)
         if request_id in self._leases:
             return self._replayed(items)
@@ -160,9 +158,7 @@ class MemoryCounters:
         alternatives: Sequence[Sequence[BucketCheck]] = (),
         debits: Sequence[BucketDebit] = (),
     ) -> AdmitResult:
-        validate_items(items)
-        if ttl_s <= 0:
-            raise ValueError("ttl_s must be > 0")
+        validate_items(items, ttl_s)
         now_s = self._purge(now)
         if request_id in self._leases:
             return AdmitResult(self._take(alternatives, (), now, now_s), self._replayed(items))
