@@ -63,3 +63,22 @@ def test_spool_replayed_at_start(gateway_factory, tmp_path):
     gw2 = gateway_factory()
     assert {r["dedupe_key"] for r in gw2.rows()} == {row["dedupe_key"], "msg_spooled_1"}
     assert not spool.pending()
+
+
+def test_gateway_memory_stays_bounded_by_request_count(gw):
+    """The two things that grew with every request served: SQLite's page cache (sized for bulk
+    refreshes) and the counters' finished-id memory. Both are capped in the gateway."""
+    from ccledger.gateway.app import FINISHED_IDS, PAGE_CACHE_KIB
+
+    ledger = gw.state.ledger
+    if ledger.dialect == "sqlite":  # (PostgreSQL's cache is the server's)
+        with ledger._lock:
+            assert ledger._sqlite_conn().execute("PRAGMA cache_size").fetchone()[0] == -PAGE_CACHE_KIB
+    counters = gw.state.counters
+    key = gw.user("alice")
+    with gw.client(key) as c:
+        for _ in range(3):
+            assert c.post("/v1/messages", content=body()).status_code == 200
+    gw.flush()
+    assert counters._max_finished == FINISHED_IDS
+    assert len(counters._finished) == 3 and not counters._leases

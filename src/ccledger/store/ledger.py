@@ -265,6 +265,18 @@ class Ledger:
 
     # -- writes ------------------------------------------------------------------------------------
 
+    def limit_page_cache(self, kib: int) -> None:
+        """Cap SQLite's page cache on this ledger's connection (PostgreSQL: nothing to do).
+
+        Why: the 128 MB default suits a refresh that upserts millions of transcript rows, but a gateway
+        writes a few hundred rows per batch into the newest pages, and a page cache that grows with the
+        ledger would be the largest part of a long-running gateway's memory. Pages that fall out are
+        read back from the OS's file cache.
+        """
+        if self.dialect == "sqlite":
+            with self._lock:
+                self._sqlite_conn().execute(f"PRAGMA cache_size=-{int(kib)}")
+
     def write(self, rows: Sequence[PricedRow]) -> None:
         """Idempotent bulk upsert of priced records."""
         self.write_rows([row_of(r) for r in rows])
