@@ -18,6 +18,7 @@ import hashlib
 import mmap
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import msgspec
+import simdjson
 
 from ccledger.core.records import SOURCE_TRANSCRIPT, SYNTHETIC_MODEL, FileCursor, UsageRecord
 from ccledger.sources.anthropic_usage import WireMessage, usage_from_wire
@@ -397,6 +399,8 @@ def _bad_spans(buf: bytes, lines: int | None = None) -> list[tuple[int, int]]:
     A chunk that fails is searched in pieces of a few KB (whole lines each, so a piece's verdict is its
     own): finding a bad line costs a re-check of its piece, not of the rest of the chunk.
     """
+    if lines is not None and _simd_all_objects(buf, lines):
+        return []
     utf_ok = buf.isascii()
     if not utf_ok:
         try:
@@ -470,6 +474,44 @@ def _locate_bad(buf: bytes, utf_ok: bool) -> list[tuple[int, int]]:
                 b, halve = le, True
     bad.sort()
     return bad
+
+
+_SIMD_MAX_BYTES = 2 * CHUNK_BYTES
+_simd = threading.local()
+
+
+def _simd_all_objects(buf: bytes, lines: int) -> bool:
+    """True when ``buf`` (whole lines) is certainly ``lines`` lines of one UTF-8 JSON object each.
+
+    simdjson checks structure *and* UTF-8 in one vectorised pass, about twice as fast as msgspec's
+    skip plus a separate ``decode``; this is only the fast yes. Anything it refuses (a bad line, but
+    also JSON it is stricter about than msgspec, such as integers beyond 64 bits) goes to the exact
+    msgspec path, which alone decides what is bad and where. Lines must start with ``{`` (an object);
+    a line with leading blanks also takes the exact path.
+    """
+    if len(buf) > _SIMD_MAX_BYTES or not buf.startswith(b"{"):
+        return False
+    parser = getattr(_simd, "parser", None)
+    if parser is None:  # one per thread: a parser holds its last document
+        parser = _simd.parser = simdjson.Parser(max_capacity=_SIMD_MAX_BYTES + 2)
+    try:
+        doc = parser.parse(_as_array(buf))
+    except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+        return False
+    elements = len(doc)
+    del doc  # the parser cannot be reused while its document is referenced
+    if elements != lines:  # e.g. ``{..},{..}`` on one line reads as two elements
+        return False
+    # Each of the ``lines`` values is one line; the one after each newline (but the last) must be an object.
+    starts = buf.startswith
+    find = buf.find
+    end = len(buf) - 1
+    i = find(b"\n")
+    while i != -1 and i < end:
+        if not starts(b"{", i + 1):
+            return False
+        i = find(b"\n", i + 1)
+    return True
 
 
 def _newlines(buf: bytes) -> int:
