@@ -53,7 +53,13 @@ def test_hand_checked_cases(tmp_path):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_random_corpora_match_expected_totals(tmp_path, seed):
+@pytest.mark.parametrize("lookup", ["search", "pointer"])
+def test_random_corpora_match_expected_totals(tmp_path, monkeypatch, seed, lookup):
+    """Both ways of finding the usage and patch lines in a clean chunk (searching for the keys, or
+    asking the parsed document) must give the generator's totals."""
+    from ccledger.sources import transcripts
+
+    monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", 0 if lookup == "pointer" else 1 << 40)
     expected = generate(tmp_path / "claude", seed=seed, sessions=12, requests_per_session=25)
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
     stats = refresh(ledger, PriceBook.load(), [tmp_path / "claude"])

@@ -239,6 +239,49 @@ def test_bulk_validation_finds_exactly_the_bad_lines(spec):
     assert [s for s, _ in _bad_spans(buf, len(lines))] == expected
 
 
+def test_pointer_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypatch):
+    """Lines a reader could mistake for requests, read with each way of finding usage lines: the same
+    records, the same bad lines (with the same reasons) and the same code changes."""
+    from ccledger.sources import transcripts
+
+    patch = {"type": "user", "uuid": "p1", "timestamp": "2026-11-20T10:00:02.000Z", "sessionId": "s1",
+             "message": {"role": "user", "content": "x"},
+             "toolUseResult": {"structuredPatch": [{"lines": ["+a", "+b", "-c", " d"]}]}}
+    odd = [
+        json.loads(line("m1")),
+        {"type": "assistant", "timestamp": "2026-11-20T10:00:03.000Z", "usage": {"input_tokens": 1}},
+        {"timestamp": "2026-11-20T10:00:03.000Z", "note": {"usage": {"input_tokens": 1}}},
+        {"type": 5, "usage": {"input_tokens": 1}},
+        {"type": "user", "toolUseResult": {"usage": {"input_tokens": 9}}},
+        {"type": "assistant", "message": {"usage": None, "model": "x"}},
+        {"type": "assistant", "message": "text", "x": {"usage": {}}},
+        {"type": "user", "message": {"usage": {"input_tokens": 2}}},
+        {"type": "assistant", "message": {"id": "m9", "model": "claude-sonnet-4-5", "usage": {"output_tokens": 3}}},
+        patch,
+        {"type": "user", "note": "structuredPatch", "structuredPatch": [{"lines": ["+x"]}]},
+        json.loads(line("m2", 5)),
+    ]
+    text = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in odd)
+    f = tmp_path / "odd.jsonl"
+    f.write_text(text)
+    seen = {}
+    for mode, threshold in (("search", 1 << 40), ("pointer", 0)):
+        monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", threshold)
+        scan = scan_file(f, None)
+        assert scan is not None and scan.error is None
+        seen[mode] = (sorted((r.dedupe_key, r.tokens) for r in scan.records),
+                      [(b.line_no, b.reason) for b in scan.bad],
+                      [(p.line_key, p.added, p.removed) for p in scan.patches])
+    assert seen["pointer"] == seen["search"]
+    records, bad, patches = seen["search"]
+    # Independent of either path: the two good requests, the edit (2 added, 1 removed), and reported bad
+    # the lines 2, 3, 4 (usage outside a message), 7 (a message that is not an object), 8 (a message
+    # usage block without a model) and 9 (no timestamp).
+    assert [k for k, _ in records] == ["msg:m1", "msg:m2"]
+    assert [n for n, _ in bad] == [2, 3, 4, 7, 8, 9]
+    assert [(a, r) for _, a, r in patches] == [(2, 1)]
+
+
 def test_usage_quoted_inside_a_tool_result_is_not_a_request(tmp_path):
     root, proj, ledger = setup(tmp_path)
     quoted = {"type": "user", "timestamp": "2026-11-20T10:00:01.000Z", "sessionId": "s1", "uuid": "u1",
