@@ -491,39 +491,45 @@ _simd = threading.local()
 
 
 def _simd_all_objects(buf: bytes, lines: int) -> bool:
-    """True when ``buf`` (whole lines) is certainly ``lines`` lines of one UTF-8 JSON object each."""
-    starts = _object_line_starts(buf)
-    if starts is None or len(starts) != lines:
+    """True when ``buf`` (whole lines) is certainly ``lines`` lines, each one UTF-8 JSON object or blank."""
+    found = _object_line_starts(buf)
+    if found is None or len(found[0]) + len(found[1]) != lines:
         return False
-    doc = _simd_doc(buf, lines)
+    doc = _simd_doc(buf, *found)
     ok = doc is not None
     del doc  # the parser cannot be reused while its document is referenced
     return ok
 
 
-def _object_line_starts(buf: bytes) -> list[int] | None:
-    """The offset where each line of ``buf`` (whole lines) starts, or None when one does not start with
-    ``{`` (not an object, or leading blanks: the exact path sorts those out)."""
+def _object_line_starts(buf: bytes) -> tuple[list[int], list[int]] | None:
+    """Where each non-blank line of ``buf`` (whole lines) starts, and the newline before each blank line;
+    None when a line does not start with ``{`` (not an object, or leading blanks: the exact path sorts
+    those out) or the first line is blank."""
     if not buf.startswith(b"{"):
         return None
     starts = [0]
+    blanks: list[int] = []
     add = starts.append
     begins = buf.startswith
     find = buf.find
     end = len(buf) - 1
     i = find(b"\n")
     while i != -1 and i < end:
-        i += 1
-        if not begins(b"{", i):
-            return None
-        add(i)
-        i = find(b"\n", i)
-    return starts
+        j = i + 1
+        if not begins(b"{", j):
+            if not begins(b"\n", j):
+                return None
+            blanks.append(i)
+        else:
+            add(j)
+        i = find(b"\n", j)
+    return starts, blanks
 
 
-def _simd_doc(buf: bytes, lines: int) -> Any:
-    """simdjson's parse of ``buf``'s lines as one array when they are certainly ``lines`` JSON values
-    (objects, as ``_object_line_starts`` made sure), else None.
+def _simd_doc(buf: bytes, starts: list[int], blanks: list[int]) -> Any:
+    """simdjson's parse of ``buf``'s lines as one array when they are certainly one JSON value each
+    (objects, as ``_object_line_starts`` made sure), else None. Blank lines are allowed: the newline
+    before each one becomes a space, so it adds no element.
 
     simdjson checks structure *and* UTF-8 in one vectorised pass, about twice as fast as msgspec's
     skip plus a separate ``decode``; this is only the fast yes. Anything it refuses (a bad line, but
@@ -536,11 +542,14 @@ def _simd_doc(buf: bytes, lines: int) -> Any:
     parser = getattr(_simd, "parser", None)
     if parser is None:  # one per thread: a parser holds its last document
         parser = _simd.parser = simdjson.Parser(max_capacity=_SIMD_MAX_BYTES + 2)
+    arr = _as_array(buf)
+    for i in blanks:
+        arr[i + 1] = 0x20  # offsets in the array are one more than in buf
     try:
-        doc = parser.parse(_as_array(buf))
+        doc = parser.parse(arr)
     except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
         return None
-    if len(doc) != lines:  # e.g. ``{..},{..}`` on one line reads as two elements
+    if len(doc) != len(starts):  # e.g. ``{..},{..}`` on one line reads as two elements
         return None
     return doc
 
@@ -559,16 +568,18 @@ def _newlines(buf: bytes) -> int:
 
 def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan) -> int:
     """Scan whole lines ``buf`` that start at file offset ``base`` and line ``line_no`` + 1."""
-    starts = _object_line_starts(buf) if len(buf) <= _SIMD_MAX_BYTES else None
-    doc = _simd_doc(buf, len(starts)) if starts is not None else None
+    found = _object_line_starts(buf) if len(buf) <= _SIMD_MAX_BYTES else None
+    doc = _simd_doc(buf, *found) if found is not None else None
     if doc is not None:
+        starts, blanks = found  # type: ignore[misc]
         if len(buf) >= _POINTER_LINE_BYTES * len(starts):
             _pointer_scan(doc, buf, starts, base, line_no, where, scan)
         else:
             _marked_lines(buf, base, line_no, where, scan, set())
         del doc
-        return line_no + len(starts)
-    newlines = len(starts) if starts is not None else _newlines(buf)  # whole lines: one per newline
+        return line_no + len(starts) + len(blanks)
+    # whole lines: one per newline
+    newlines = len(found[0]) + len(found[1]) if found is not None else _newlines(buf)
     bad_starts = set()
     for s, e in _exact_bad_spans(buf, newlines):
         if buf[s:e].strip():
@@ -636,30 +647,28 @@ def _pointer_scan(
     for a usage key as ``_marked_lines`` would, so it is reported in the same way.
     """
     at = doc.at_pointer
-    size = len(buf)
-    n = len(starts)
-    for k in range(n):
-        ls = starts[k]
-        le = (starts[k + 1] if k + 1 < n else size) - 1  # its newline
+    find = buf.find
+    for k, ls in enumerate(starts):
         p = f"/{k}"
         try:
             usage = at(p + "/message/usage")
         except _POINTER_MISS:
             usage = None
         if usage.__class__ is _SimdObject:
-            _usage_line(buf, ls, le, base, line_no, where, scan)
+            _usage_line(buf, ls, find(b"\n", ls), base, line_no, where, scan)
             continue
         try:
             kind = at(p + "/type")
         except _POINTER_MISS:
             kind = None
         if kind is None or kind == "assistant" or kind.__class__ is not str:
-            i = buf.find(_USAGE_KEY, ls, le)
+            le = find(b"\n", ls)
+            i = find(_USAGE_KEY, ls, le)
             while i != -1:
                 j = i + len(_USAGE_KEY)
                 if buf[j : j + 1] == b"{" or buf[j : j + 2] == b" {":
                     break
-                i = buf.find(_USAGE_KEY, j, le)
+                i = find(_USAGE_KEY, j, le)
             if i != -1:
                 _usage_line(buf, ls, le, base, line_no, where, scan)
                 continue
@@ -667,7 +676,7 @@ def _pointer_scan(
             at(p + "/toolUseResult/structuredPatch")
         except _POINTER_MISS:
             continue
-        _patch_line(buf[ls:le], where, scan)
+        _patch_line(buf[ls : find(b"\n", ls)], where, scan)
 
 
 def _handle_line(
