@@ -1,9 +1,12 @@
 """The refresh-then-report steps every report command runs, free of Typer so that the fast entry point
 (``cli.fast``) and the Typer commands (``cli.main``) share them. Rich is imported only when something is
-actually printed to the terminal: a warm ``ccledger daily --json`` prints nothing on stderr."""
+actually printed to the terminal: a warm ``ccledger daily --json`` prints nothing on stderr, and notes
+sent to a file or pipe are plain lines (importing Rich to print one line cost ~50 ms)."""
 
 from __future__ import annotations
 
+import re
+import sys
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -32,17 +35,41 @@ class LazyConsole:
         return self._console
 
     def print(self, *args: Any, **kwargs: Any) -> None:
+        simple = set(kwargs) <= {"markup", "highlight"} and all(isinstance(a, str) for a in args)
+        if self._console is None and simple and not self.is_terminal:
+            text = " ".join(args)
+            stream = sys.stderr if self._stderr else sys.stdout
+            stream.write((plain(text) if kwargs.get("markup", True) else text) + "\n")
+            return
         self.real.print(*args, **kwargs)
 
     @property
     def is_terminal(self) -> bool:
-        import sys
-
         stream = sys.stderr if self._stderr else sys.stdout
         return stream.isatty()
 
     def __getattr__(self, name: str) -> Any:  # everything else a table renderer may ask for
         return getattr(self.real, name)
+
+
+# Rich's markup tag: ``[`` then a lower-case letter, ``#``, ``/`` or ``@``; backslashes before it escape.
+_TAG = re.compile(r"(\\*)\[([a-z#/@][^[]*?)]")
+
+
+def plain(text: str) -> str:
+    """What Rich prints for ``text`` with markup where there is no terminal: tags dropped, escaped tags
+    and brackets kept as text (``[1m]`` in a model id is not a tag)."""
+    out: list[str] = []
+    pos = 0
+    for m in _TAG.finditer(text):
+        out.append(text[pos : m.start()].replace("\\[", "["))
+        pairs, escaped = divmod(len(m.group(1)), 2)
+        out.append("\\" * pairs)
+        if escaped:
+            out.append(f"[{m.group(2)}]")
+        pos = m.end()
+    out.append(text[pos:].replace("\\[", "["))
+    return "".join(out)
 
 
 def refresh_ledger(app: App, err: Console | LazyConsole, *, verbose: bool) -> RefreshStats:

@@ -11,6 +11,7 @@ both workers spend reading (SQLite queues the writers; PostgreSQL takes them sid
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -115,6 +116,25 @@ def refresh(
     ``progress`` is called with the number of bytes to read and may return a hook that is told how
     far the run has got; the CLI uses it to show a progress bar only when there is much to read.
     """
+    # Reading allocates millions of short-lived, acyclic objects (decoded lines, records, rows): the
+    # cycle collector found nothing in them yet took ~15% of the CPU. It is off while reading.
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _refresh(ledger, book, roots, extra_paths, workers, progress)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _refresh(
+    ledger: Ledger,
+    book: PriceBook,
+    roots: Iterable[Path],
+    extra_paths: Iterable[Path],
+    workers: int | None,
+    progress: Callable[[int], ProgressHook | None] | None,
+) -> RefreshStats:
     stats = RefreshStats()
     stats.dirs = transcript_dirs(roots, extra_paths)
     files = discover_paths(stats.dirs)
@@ -152,6 +172,7 @@ _worker: dict[str, Any] = {}
 
 
 def _init_worker(url: str, book: PriceBook, schema_ready: Any) -> None:
+    gc.disable()  # as in refresh(): a worker only reads and writes, and lives for one run
     _worker.update(ledger=Ledger(url), book=book, ready=schema_ready)
 
 
