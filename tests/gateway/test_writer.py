@@ -82,3 +82,42 @@ def test_gateway_memory_stays_bounded_by_request_count(gw):
     gw.flush()
     assert counters._max_finished == FINISHED_IDS
     assert len(counters._finished) == 3 and not counters._leases
+
+
+def _rows(n: int, tag: str):
+    from datetime import UTC, datetime
+
+    from ccledger.core.records import SOURCE_GATEWAY, TokenCounts, UsageRecord
+    from ccledger.store.ledger import PricedRow
+
+    return [
+        PricedRow(UsageRecord(ts=datetime.now(UTC), source=SOURCE_GATEWAY, dedupe_key=f"req:{tag}{i}",
+                              model="claude-sonnet-4-5", tokens=TokenCounts(10, 20, 0, 0, 0), cost_nanos=7),
+                  "claude-sonnet-4-5", False)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_sliced_write_yields_between_slices_and_is_one_transaction(tmp_path):
+    """The writer's batches go in slices with a pause between them (the event loop's turn), but still
+    all or nothing: a failure in a later slice leaves none of the batch, so the spooled copy is the only
+    one and nothing is counted twice."""
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    pauses: list[int] = []
+    ledger.write_yielding(_rows(40, "a"), 16, lambda: pauses.append(1))
+    assert ledger.count() == 40
+    assert len(pauses) == 2  # 16 + 16 + 8
+
+    def fail() -> None:
+        raise OSError("disk gone")
+
+    try:
+        ledger.write_yielding(_rows(40, "b"), 16, fail)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the failure must propagate, so the writer spools the batch")
+    assert ledger.count() == 40
+    ledger.write_yielding(_rows(40, "a"), 16, lambda: None)  # a replay of written rows: no new records
+    assert ledger.count() == 40
+    assert sum(r["cost_nanos"] for r in ledger.iter_records()) == 40 * 7

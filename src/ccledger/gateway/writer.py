@@ -28,6 +28,9 @@ from ccledger.store.ledger import Ledger, PricedRow
 log = logging.getLogger("ccledger.gateway.writer")
 
 _RECORD_FIELDS = {f.name for f in fields(UsageRecord)}
+# Rows per slice of a batch write: the writer thread yields the CPU between slices, so a request that
+# arrives mid-batch waits for one slice, not the whole batch (``Ledger.write_yielding``).
+WRITE_SLICE = 16
 
 
 def row_to_json(row: PricedRow) -> str:
@@ -201,7 +204,7 @@ class BatchWriter:
 
     async def _write(self, rows: list[PricedRow]) -> None:
         try:
-            await asyncio.to_thread(self.ledger.write, rows)
+            await asyncio.to_thread(self.ledger.write_yielding, rows, WRITE_SLICE, os.sched_yield)
             self.written += len(rows)
         except Exception as exc:
             log.warning("ledger write failed (%s); spooling %d records", type(exc).__name__, len(rows))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -280,6 +280,26 @@ class Ledger:
     def write(self, rows: Sequence[PricedRow]) -> None:
         """Idempotent bulk upsert of priced records."""
         self.write_rows([row_of(r) for r in rows])
+
+    def write_yielding(self, rows: Sequence[PricedRow], slice_rows: int, pause: Callable[[], None]) -> None:
+        """``write`` in one transaction, ``slice_rows`` rows at a time with ``pause()`` between slices.
+
+        Why: on SQLite the upsert runs in this process, and a gateway's writer thread shares a core with
+        the event loop; a 500-row batch is several ms of CPU that a request arriving meanwhile would wait
+        behind. Pausing (e.g. ``os.sched_yield``) between slices lets it in after at most one slice. On
+        PostgreSQL the work is the server's, so it is one plain ``write``.
+        """
+        params = [row_of(r) for r in rows]
+        if not params:
+            return
+        if self.dialect != "sqlite" or slice_rows <= 0 or len(params) <= slice_rows:
+            self.write_rows(params)
+            return
+        with self._tx() as cur:
+            for i in range(0, len(params), slice_rows):
+                if i:
+                    pause()
+                cur.executemany(self._upsert_sql, params[i : i + slice_rows])
 
     def write_rows(self, params: Sequence[tuple[object, ...]]) -> None:
         """``write`` for rows already made by ``row_of`` (e.g. in a worker process)."""
