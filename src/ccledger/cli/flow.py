@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ccledger.bootstrap import App
-    from ccledger.sources.transcripts import RefreshStats
+    from ccledger.sources.transcript_files import RefreshStats
 
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from ccledger.bootstrap import App
-    from ccledger.sources.transcripts import RefreshStats
+    from ccledger.sources.transcript_files import RefreshStats
 
 app = typer.Typer(
     name="ccledger",

@@ -19,13 +19,7 @@ from typing import Any
 
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import FileCursor
-from ccledger.sources.transcripts import (
-    RefreshStats,
-    discover_paths,
-    pending,
-    scan_file,
-    transcript_dirs,
-)
+from ccledger.sources.transcript_files import RefreshStats, discover_paths, pending, transcript_dirs
 from ccledger.store.ledger import CodeChange, Ledger, price_record, row_of, to_ms
 
 # Rows per transaction: small enough that the last one, written after the reading ends, is short.
@@ -63,6 +57,8 @@ class _Batch:
         self.cursors: list[FileCursor] = []
 
     def add(self, path: Path, prev: FileCursor | None, book: PriceBook, out: RefreshStats) -> None:
+        from ccledger.sources.transcripts import scan_file  # only when there is something to read
+
         scan = scan_file(path, prev)
         if scan is None:
             return
