@@ -4,8 +4,10 @@ Why it is shaped like this:
 - Files only grow while Claude Code writes them, so each file's identity and the offset just past its
   last complete line are remembered, and a later run reads only the new bytes. A file that shrank, was
   replaced (new inode) or whose first bytes changed is read again from the start; upserts make that safe.
-- Every line is validated (msgspec skips unknown fields at several GB/s), but only lines holding a usage
-  block or an edit patch are decoded into objects: the megabyte tool results are never materialised.
+- Every line is validated, a chunk of lines at a time: simdjson checks structure and UTF-8 in one
+  vectorised pass and gives the fast yes; a chunk it refuses goes to msgspec, which alone decides which
+  lines are bad. Only lines holding a usage block or an edit patch are decoded into objects: the
+  megabyte tool results are never materialised.
 - The file is memory-mapped, so a single 100 MB line costs address space, not heap.
 - One API request is one record: lines are keyed by ``message.id`` (falling back to ``requestId``), and
   the most complete usage wins, here within a run and in the store across runs and files.
