@@ -544,21 +544,15 @@ def _marked_lines(
     """Decode the lines that carry a usage block or an edit patch, found by searching for their keys."""
     find = buf.find
     rfind = buf.rfind
-    # One pass for the key; what follows it tells a usage block (``{``, or `` {`` in JSON written with
-    # spaces) from e.g. ``"usage":null``.
     usage_lines: set[int] = set()
-    i = find(_USAGE_KEY)
+    i = _usage_block_at(buf, 0, len(buf))  # one pass over the chunk for the key
     while i != -1:
-        j = i + len(_USAGE_KEY)
-        if buf[j : j + 1] != b"{" and buf[j : j + 2] != b" {":
-            i = find(_USAGE_KEY, j)
-            continue
         ls = rfind(b"\n", 0, i) + 1
         le = find(b"\n", i)
         usage_lines.add(ls)
         if ls not in bad_starts:
             _usage_line(buf, ls, le, base, line_no, where, scan)
-        i = find(_USAGE_KEY, le)
+        i = _usage_block_at(buf, le, len(buf))
     i = find(_PATCH_MARK)
     while i != -1:
         ls = rfind(b"\n", 0, i) + 1
@@ -566,6 +560,19 @@ def _marked_lines(
         if ls not in bad_starts and ls not in usage_lines:
             _patch_line(buf[ls:le], where, scan)
         i = find(_PATCH_MARK, le)
+
+
+def _usage_block_at(buf: bytes, start: int, end: int) -> int:
+    """Offset of the first ``"usage":`` key in ``buf[start:end]`` that opens an object (``{``, or `` {``
+    in JSON written with spaces, unlike e.g. ``"usage":null``), -1 if there is none."""
+    find = buf.find
+    i = find(_USAGE_KEY, start, end)
+    while i != -1:
+        j = i + len(_USAGE_KEY)
+        if buf[j : j + 1] == b"{" or buf[j : j + 2] == b" {":
+            return i
+        i = find(_USAGE_KEY, j, end)
+    return -1
 
 
 def _usage_line(buf: bytes, ls: int, le: int, base: int, line_no: int, where: _Where, scan: FileScan) -> None:
@@ -612,13 +619,7 @@ def _pointer_scan(
             suspect = kind is None or kind == "assistant" or kind.__class__ is not str
         if suspect:
             le = find(b"\n", ls)
-            i = find(_USAGE_KEY, ls, le)
-            while i != -1:
-                j = i + len(_USAGE_KEY)
-                if buf[j : j + 1] == b"{" or buf[j : j + 2] == b" {":
-                    break
-                i = find(_USAGE_KEY, j, le)
-            if i != -1:
+            if _usage_block_at(buf, ls, le) != -1:
                 _usage_line(buf, ls, le, base, line_no, where, scan)
                 continue
         if "toolUseResult" in el:
