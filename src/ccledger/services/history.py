@@ -26,9 +26,9 @@ from ccledger.store.ledger import CodeChange, Ledger, price_record, row_of, to_m
 BATCH_RECORDS = 10_000
 MAX_PENDING_RECORDS = 4 * BATCH_RECORDS
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
-# Files are handed to workers in groups of about total / (workers * this) bytes: few enough that each
-# group fills a transaction or a few, many enough that both workers finish at about the same time.
-GROUPS_PER_WORKER = 32
+# Files are handed to workers in groups of about total / (workers * this) bytes, largest first: the last
+# groups are small, so both workers finish at about the same time (transactions span groups).
+GROUPS_PER_WORKER = 64
 MAX_BAD_KEPT = 1000
 
 ProgressHook = Callable[[int, int], None]  # (bytes done, bytes total)
