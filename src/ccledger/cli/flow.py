@@ -1,7 +1,7 @@
 """The refresh-then-report steps every report command runs, free of Typer so that the fast entry point
 (``cli.fast``) and the Typer commands (``cli.main``) share them. Rich is imported only when something is
 actually printed to the terminal: a warm ``ccledger daily --json`` prints nothing on stderr, and notes
-sent to a file or pipe are plain lines (importing Rich to print one line cost ~50 ms)."""
+on a stderr that is a file or pipe are plain lines (importing Rich to print one line cost ~50 ms)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class LazyConsole:
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         simple = set(kwargs) <= {"markup", "highlight"} and all(isinstance(a, str) for a in args)
-        if self._console is None and simple and not self.is_terminal:
+        if self._stderr and self._console is None and simple and not self.is_terminal:
             text = " ".join(args)
             stream = sys.stderr if self._stderr else sys.stdout
             stream.write((plain(text) if kwargs.get("markup", True) else text) + "\n")
