@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from ccledger.core.records import FileCursor
 from ccledger.store.ledger import Ledger
 from tests.sources.test_transcripts import BOOK
 
 
 def _rows(ledger: Ledger, n: int) -> list[tuple[object, ...]]:
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     from ccledger.core.records import TokenCounts, UsageRecord
     from ccledger.store.ledger import price_record, row_of
 
     out = []
     for i in range(n):
-        rec = UsageRecord(ts=datetime(2026, 11, 20, 10, i, tzinfo=UTC), source="transcript",
+        rec = UsageRecord(ts=datetime(2026, 11, 20, 10, tzinfo=UTC) + timedelta(minutes=i), source="transcript",
                           dedupe_key=f"msg:k{i}", model="claude-sonnet-4-5", tokens=TokenCounts(1000, 10 * i))
         out.append(row_of(price_record(BOOK, rec)))
     return out
@@ -43,3 +45,63 @@ def test_ingest_without_waiting_gives_way_to_another_writer(tmp_path):
     assert ledger.count() == 5
     other.close()
     ledger.close()
+
+
+def test_concurrent_writers_with_the_same_requests_in_opposite_orders(ledger_url):
+    """Two workers can hold the same requests (a resumed session repeats earlier messages in a new file)
+    in any order. On PostgreSQL each upsert locks its row until commit, so two transactions taking the same
+    keys in opposite orders deadlock and one fails; rows are written in key order to avoid that."""
+    import threading
+
+    Ledger.open(ledger_url).close()
+    n = 3000
+    rows = _rows(Ledger(ledger_url), n)
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def write(batch: list[tuple[object, ...]]) -> None:
+        ledger = Ledger(ledger_url)
+        try:
+            start.wait()
+            ledger.ingest(batch, [], [])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            ledger.close()
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in (rows, rows[::-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert Ledger(ledger_url).count() == n
+
+
+def test_a_deadlocked_postgres_transaction_is_run_again(monkeypatch):
+    """What PostgreSQL aborts as a deadlock (SQLSTATE 40P01) is retried; any other error is not."""
+    ledger = Ledger("postgresql+psycopg://unused/none")  # never connects: the transaction is replaced
+    calls: list[int] = []
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    def flaky(rows, changes, cursors, *, began):  # type: ignore[no-untyped-def]
+        calls.append(len(rows))
+        if len(calls) < 3:
+            raise Deadlock("deadlock detected")
+
+    monkeypatch.setattr(ledger, "_ingest_tx", flaky)
+    monkeypatch.setattr("ccledger.store.ledger.time.sleep", lambda s: None)
+    assert ledger.ingest([("k",)], [], []) is True
+    assert calls == [1, 1, 1]
+
+    def broken(rows, changes, cursors, *, began):  # type: ignore[no-untyped-def]
+        calls.append(-1)
+        raise ValueError("not a deadlock")
+
+    monkeypatch.setattr(ledger, "_ingest_tx", broken)
+    calls.clear()
+    with pytest.raises(ValueError, match="not a deadlock"):
+        ledger.ingest([("k",)], [], [])
+    assert calls == [-1]

@@ -13,7 +13,9 @@ owns the schema, the migrations and everything else (``Ledger.engine``, created 
 from __future__ import annotations
 
 import json
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 _ALL_TIME_MS = 10**13  # a bucket wider than any timestamp: one bucket for everything
+_PG_ATTEMPTS = 8
+_PG_RETRY_STATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 _COLUMNS = USAGE_COLUMNS
 _USAGE_FILTERS = frozenset(_COLUMNS)
 _KEEP_IF_EMPTY = frozenset({
@@ -321,10 +325,36 @@ class Ledger:
         With ``wait=False`` on SQLite, when another process holds the write lock nothing is written and
         False is returned at once, so a reader process can go on reading and try again later instead of
         sleeping in the busy handler (PostgreSQL writers do not block each other: it always writes).
+
+        PostgreSQL writers can deadlock: two workers holding the same requests (a resumed session repeats
+        earlier messages in another file) or the same rollup cells take their row locks in different
+        orders, and the server aborts one. Rows go in key order, so the same requests are locked in the
+        same order; what still collides (rollup cells) is run again: the transaction is all upserts.
         """
         if not wait and self.dialect == "sqlite" and not self._try_write_lock():
             return False
-        with self._tx(began=not wait and self.dialect == "sqlite") as cur:
+        if self.dialect != "sqlite":
+            rows = sorted(rows, key=lambda r: r[0])  # type: ignore[arg-type, return-value]
+            for attempt in range(_PG_ATTEMPTS):
+                try:
+                    self._ingest_tx(rows, changes, cursors, began=False)
+                    return True
+                except Exception as exc:
+                    if attempt + 1 == _PG_ATTEMPTS or getattr(exc, "sqlstate", None) not in _PG_RETRY_STATES:
+                        raise
+                    time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # the other one goes first
+        self._ingest_tx(rows, changes, cursors, began=not wait)
+        return True
+
+    def _ingest_tx(
+        self,
+        rows: Sequence[tuple[object, ...]],
+        changes: Sequence[CodeChange],
+        cursors: Sequence[FileCursor],
+        *,
+        began: bool,
+    ) -> None:
+        with self._tx(began=began) as cur:
             if rows:
                 cur.executemany(self._upsert_sql, rows)
             if changes:
@@ -338,7 +368,6 @@ class Ledger:
                     [(c.path, c.identity, c.head_hash, c.size, c.mtime_ns, c.offset, c.line_no, c.bad_lines)
                      for c in cursors],
                 )
-        return True
 
     def _try_write_lock(self) -> bool:
         """Open a write transaction (``BEGIN IMMEDIATE``) without waiting; False if another holds it.
