@@ -121,3 +121,37 @@ def test_sliced_write_yields_between_slices_and_is_one_transaction(tmp_path):
     ledger.write_yielding(_rows(40, "a"), 16, lambda: None)  # a replay of written rows: no new records
     assert ledger.count() == 40
     assert sum(r["cost_nanos"] for r in ledger.iter_records()) == 40 * 7
+
+
+def test_workers_writing_the_same_cells_at_once_do_not_deadlock(store_url):
+    """Gateway workers each write their own requests, but the rollup cells they update are shared (same
+    users, model, quarter hour). Two writers taking the cells in opposite orders deadlocked on
+    PostgreSQL (the batch then went to the spool); every batch must now go straight in, counted once."""
+    import threading
+
+    users = [f"u{i}" for i in range(30)]
+    errors: list[BaseException] = []
+
+    def worker(tag: str, order: list[str]) -> None:
+        ledger = Ledger(store_url)  # its own connection, as each worker process has
+        try:
+            for b in range(15):
+                rows = _rows(len(order), f"{tag}{b}-")
+                for row, user in zip(rows, order, strict=True):
+                    row.record.user_id = user
+                ledger.write_yielding(rows, 16, lambda: None)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            ledger.close()
+
+    threads = [threading.Thread(target=worker, args=("a", users)),
+               threading.Thread(target=worker, args=("b", users[::-1]))]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    ledger = Ledger(store_url)
+    assert ledger.count() == 2 * 15 * 30
+    assert sum(r.requests for r in ledger.rollup(bucket_ms=10**13, by=("user_id",))) == 2 * 15 * 30

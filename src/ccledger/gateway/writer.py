@@ -173,13 +173,18 @@ class BatchWriter:
 
     async def replay(self) -> int:
         try:
-            n = await asyncio.to_thread(self.spool.replay, self.ledger.write)
+            n = await asyncio.to_thread(self.spool.replay, self._store)
         except Exception as exc:  # the store is still down; try again on the next tick
             log.warning("spool replay failed: %s", type(exc).__name__)
             return 0
         if n:
             log.info("spool replayed %d records", n)
         return n
+
+    def _store(self, rows: list[PricedRow]) -> None:
+        """One batch into the ledger (worker thread): in slices on SQLite, in rollup-cell order on
+        PostgreSQL (``Ledger.write_yielding``)."""
+        self.ledger.write_yielding(rows, WRITE_SLICE, os.sched_yield)
 
     async def _replay_loop(self) -> None:
         while True:
@@ -204,7 +209,7 @@ class BatchWriter:
 
     async def _write(self, rows: list[PricedRow]) -> None:
         try:
-            await asyncio.to_thread(self.ledger.write_yielding, rows, WRITE_SLICE, os.sched_yield)
+            await asyncio.to_thread(self._store, rows)
             self.written += len(rows)
         except Exception as exc:
             log.warning("ledger write failed (%s); spooling %d records", type(exc).__name__, len(rows))
