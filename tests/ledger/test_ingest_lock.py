@@ -93,7 +93,8 @@ def test_a_deadlocked_postgres_transaction_is_run_again(monkeypatch):
 
     monkeypatch.setattr(ledger, "_ingest_tx", flaky)
     monkeypatch.setattr("ccledger.store.ledger.time.sleep", lambda s: None)
-    assert ledger.ingest([("k",)], [], []) is True
+    rows = _rows(ledger, 1)
+    assert ledger.ingest(rows, [], []) is True
     assert calls == [1, 1, 1]
 
     def broken(rows, changes, cursors, *, began):  # type: ignore[no-untyped-def]
@@ -103,5 +104,5 @@ def test_a_deadlocked_postgres_transaction_is_run_again(monkeypatch):
     monkeypatch.setattr(ledger, "_ingest_tx", broken)
     calls.clear()
     with pytest.raises(ValueError, match="not a deadlock"):
-        ledger.ingest([("k",)], [], [])
+        ledger.ingest(rows, [], [])
     assert calls == [-1]

@@ -327,9 +327,15 @@ class Ledger:
         record moving between cells) runs the batch again: it is all upserts.
         """
         params.sort(key=_cell_order)
+        self._retrying(lambda: self.write_rows(params))
+
+    @staticmethod
+    def _retrying(write: Callable[[], None]) -> None:
+        """Run a PostgreSQL write transaction again when the server aborts it as a deadlock or a
+        serialization failure: every write here is upserts, so running it twice is safe."""
         for attempt in range(_PG_ATTEMPTS):
             try:
-                self.write_rows(params)
+                write()
                 return
             except Exception as exc:
                 if attempt + 1 == _PG_ATTEMPTS or getattr(exc, "sqlstate", None) not in _PG_RETRY_STATES:
@@ -358,22 +364,16 @@ class Ledger:
         sleeping in the busy handler (PostgreSQL writers do not block each other: it always writes).
 
         PostgreSQL writers can deadlock: two workers holding the same requests (a resumed session repeats
-        earlier messages in another file) or the same rollup cells take their row locks in different
-        orders, and the server aborts one. Rows go in key order, so the same requests are locked in the
-        same order; what still collides (rollup cells) is run again: the transaction is all upserts.
+        earlier messages in another file) or rows of the same rollup cells take their row locks in
+        different orders, and the server aborts one. Rows go in cell order, as the gateway's do, and what
+        still collides (a request whose copies sit in different cells) is run again.
         """
         if not wait and self.dialect == "sqlite" and not self._try_write_lock():
             return False
         if self.dialect != "sqlite":
-            rows = sorted(rows, key=lambda r: r[0])  # type: ignore[arg-type, return-value]
-            for attempt in range(_PG_ATTEMPTS):
-                try:
-                    self._ingest_tx(rows, changes, cursors, began=False)
-                    return True
-                except Exception as exc:
-                    if attempt + 1 == _PG_ATTEMPTS or getattr(exc, "sqlstate", None) not in _PG_RETRY_STATES:
-                        raise
-                    time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # the other one goes first
+            ordered = sorted(rows, key=_cell_order)  # type: ignore[arg-type]
+            self._retrying(lambda: self._ingest_tx(ordered, changes, cursors, began=False))
+            return True
         self._ingest_tx(rows, changes, cursors, began=not wait)
         return True
 
