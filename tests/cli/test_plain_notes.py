@@ -1,4 +1,5 @@
-"""Notes printed without a terminal skip Rich but must read exactly as Rich would print them."""
+"""Notes printed without a terminal skip Rich, but their markup must come out as Rich renders it
+(compared unwrapped: Rich wraps at 80 columns there, the plain lines do not)."""
 
 from __future__ import annotations
 

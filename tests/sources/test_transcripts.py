@@ -259,9 +259,17 @@ def test_pointer_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeyp
         {"type": "assistant", "message": {"id": "m9", "model": "claude-sonnet-4-5", "usage": {"output_tokens": 3}}},
         patch,
         {"type": "user", "note": "structuredPatch", "structuredPatch": [{"lines": ["+x"]}]},
+        # 12: a request written with a space before the colon: the key search does not see it
+        '{"type":"assistant","timestamp":"2026-11-20T10:00:04.000Z","message":{"id":"m7",'
+        '"model":"claude-sonnet-4-5","usage" :{"input_tokens":7}}}',
+        # 13: an edit whose tool result also quotes a usage block: still an edit
+        {**patch, "uuid": "p2", "toolUseResult": {"structuredPatch": [{"lines": ["+q"]}], "usage": {"x": 1}}},
+        # 14, 15: user lines quoting a usage block, odd in other ways: not requests, so not bad either
+        {"type": "user", "timestamp": 123, "toolUseResult": {"usage": {"input_tokens": 1}}},
+        {"type": "user", "message": [{"usage": {"input_tokens": 1}}]},
         json.loads(line("m2", 5)),
     ]
-    text = "".join(json.dumps(o, separators=(",", ":")) + "\n" for o in odd)
+    text = "".join((o if isinstance(o, str) else json.dumps(o, separators=(",", ":"))) + "\n" for o in odd)
     f = tmp_path / "odd.jsonl"
     f.write_text(text)
     seen = {}
@@ -279,7 +287,44 @@ def test_pointer_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeyp
     # usage block without a model) and 9 (no timestamp).
     assert [k for k, _ in records] == ["msg:m1", "msg:m2"]
     assert [n for n, _ in bad] == [2, 3, 4, 7, 8, 9]
-    assert [(a, r) for _, a, r in patches] == [(2, 1)]
+    assert [(a, r) for _, a, r in patches] == [(2, 1), (1, 0)]
+
+
+@pytest.mark.parametrize("lookup", ["search", "pointer"])
+def test_fragments_that_parse_together_and_deep_nesting_are_judged_not_fatal(tmp_path, monkeypatch, lookup):
+    """Two broken lines can form valid JSON once joined into the array the chunk is checked as; each is
+    still bad on its own, and a non-object element must not reach the pointer scan. Nesting the fast
+    path accepts (~1000 levels) is accepted by the exact path too, whatever else is in the chunk;
+    deeper nesting is bad, never an exception."""
+    from ccledger.sources import transcripts
+
+    monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", 0 if lookup == "pointer" else 1 << 40)
+    pad = json.dumps({"type": "user", "message": {"content": "x" * 9000}}, separators=(",", ":"))
+    deep = '{"a":' + "[" * 1010 + "]" * 1010 + "}"
+    deeper = '{"a":' + "[" * 5000 + "]" * 5000 + "}"
+    deep_usage = ('{"type":"assistant","message":{"id":"d1","usage":{"input_tokens":1},"x":'
+                  + "[" * 5000 + "]" * 5000 + "}}")  # fmt: skip
+    chunks = [
+        [pad, '{"a":[1', '{}]},1', pad],  # 1-4: the joined array has a number in it
+        [pad, '{"a":[1', '{}]},{}', pad],  # 5-8: all objects once joined
+        [pad, deep, pad],  # 9-11: deep, in a clean chunk
+        [deep, "{bad"],  # 12-13: deep beside a bad line (the exact path judges this chunk)
+        [deeper, deep_usage, line("m1")],  # 14-16
+    ]
+    f = tmp_path / "odd.jsonl"
+    # Separate chunks: each group is followed by enough padding to fill one.
+    filler = "\n".join([pad] * (transcripts.CHUNK_BYTES // len(pad) + 1))
+    text, expected_bad, n = "", [], 0
+    for group in chunks:
+        text += "\n".join(group) + "\n" + filler + "\n"
+        bad_here = {0: [2, 3], 1: [2, 3], 2: [], 3: [2], 4: [1, 2]}[chunks.index(group)]
+        expected_bad += [n + k for k in bad_here]
+        n += len(group) + filler.count("\n") + 1
+    f.write_text(text)
+    scan = transcripts.scan_file(f, None)
+    assert scan is not None and scan.error is None
+    assert [b.line_no for b in scan.bad] == expected_bad
+    assert [r.dedupe_key for r in scan.records] == ["msg:m1"]
 
 
 def test_usage_quoted_inside_a_tool_result_is_not_a_request(tmp_path):

@@ -38,8 +38,7 @@ class LazyConsole:
         simple = set(kwargs) <= {"markup", "highlight"} and all(isinstance(a, str) for a in args)
         if self._stderr and self._console is None and simple and not self.is_terminal:
             text = " ".join(args)
-            stream = sys.stderr if self._stderr else sys.stdout
-            stream.write((plain(text) if kwargs.get("markup", True) else text) + "\n")
+            sys.stderr.write((plain(text) if kwargs.get("markup", True) else text) + "\n")
             return
         self.real.print(*args, **kwargs)
 
@@ -57,8 +56,10 @@ _TAG = re.compile(r"(\\*)\[([a-z#/@][^[]*?)]")
 
 
 def plain(text: str) -> str:
-    """What Rich prints for ``text`` with markup where there is no terminal: tags dropped, escaped tags
-    and brackets kept as text (``[1m]`` in a model id is not a tag)."""
+    """``text`` with Rich's markup applied as Rich applies it (tags dropped, escaped tags and brackets
+    kept as text; ``[1m]`` in a model id is not a tag). Unlike Rich's output to a file, it is not wrapped
+    at 80 columns and emoji codes (``:100:``) and control characters stay as they are: a note is one line
+    a script can grep."""
     out: list[str] = []
     pos = 0
     for m in _TAG.finditer(text):

@@ -256,8 +256,10 @@ def _refresh_parallel(
                 ready.set()  # on failure too, so workers fail on the missing schema instead of waiting
         waiting = set(futures)
         while waiting:
-            _finished, waiting = cf.wait(waiting, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
-            if any(f.exception() for f in _finished):
+            finished, waiting = cf.wait(waiting, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
+            if any(f.exception() for f in finished):
+                with claim.get_lock():
+                    claim.value = len(groups)  # the other workers take no more groups: fail soon
                 break
             if hook:
                 hook(done.value, total)

@@ -20,6 +20,7 @@ import hashlib
 import mmap
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -89,7 +90,17 @@ class _Any(msgspec.Struct):
     """Decoding into a field-less struct validates JSON without building anything."""
 
 
+class _Kind(msgspec.Struct):
+    type: Any = None
+
+
 _validate = msgspec.json.Decoder(_Any).decode
+_decode_kind = msgspec.json.Decoder(_Kind).decode
+# msgspec recurses once per nesting level: a line nested ~1000 deep raises RecursionError, not DecodeError.
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
+# msgspec stops at the interpreter's recursion limit (1000 by default), simdjson at ~1020 levels: with a
+# higher limit, every line the fast path accepts the exact path accepts too; deeper ones are bad in both.
+_NESTING_LIMIT = 3000
 _decode_assistant = msgspec.json.Decoder(_AssistantLine).decode
 _decode_patch_line = msgspec.json.Decoder(_PatchLine).decode
 _decode_patch = msgspec.json.Decoder(_PatchResult).decode
@@ -158,6 +169,8 @@ def plan_read(path: Path, prev: FileCursor | None) -> tuple[FileCursor, int] | N
 
 def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
     """Read what is new in one file. Never raises for file contents; an OS error is reported."""
+    if sys.getrecursionlimit() < _NESTING_LIMIT:
+        sys.setrecursionlimit(_NESTING_LIMIT)
     try:
         planned = plan_read(path, prev)
     except OSError as exc:
@@ -249,7 +262,9 @@ def _first_error(seg: bytes, utf8_known_good: bool = False, lines: int | None = 
 
     The lines are checked as the elements of one JSON array (newlines turned into commas, same length,
     so offsets carry over): unlike JSON Lines, where a newline is mere whitespace, a comma ends each
-    element, so an unterminated line cannot run on into the next and two values on one line are an error.
+    element, so an unterminated line usually cannot run on into the next. Where the array is valid but
+    its elements may not be the lines (a count that differs, or lines that do not each start with ``{``
+    and end with ``}``: ``{"a":[1`` then ``{}]},{}`` parse together), each line is checked alone.
     """
     utf = None
     if not utf8_known_good and not seg.isascii():
@@ -263,7 +278,7 @@ def _first_error(seg: bytes, utf8_known_good: bool = False, lines: int | None = 
         if js is None:  # a valid array; but a line may hold two values separated by a comma
             if lines is None:
                 lines = _newlines(seg) + (0 if seg.endswith(b"\n") else 1)
-            if elements != lines:
+            if elements != lines or _object_line_starts(seg) is None:
                 js = _line_with_two_values(seg)
         if js is not None and js >= 0:
             body = seg[:-1] if seg.endswith(b"\n") else seg
@@ -288,14 +303,15 @@ def _first_error(seg: bytes, utf8_known_good: bool = False, lines: int | None = 
 
 
 def _line_with_two_values(seg: bytes) -> int | None:
-    """Offset of the first line holding more than one value (``{..},{..}`` passes as two array
-    elements), None if there is none. Only called when the array had more elements than lines."""
+    """Offset of the first line that is not one value on its own (``{..},{..}`` passes as two array
+    elements, two fragments as one), None if there is none. Only called when the array's elements may
+    not be the lines."""
     pos = 0
     for line in seg.split(b"\n"):
         if line.strip():
             try:
                 _validate(line)
-            except msgspec.DecodeError:  # ValidationError included
+            except _DECODE_ERRORS:
                 return pos
         pos += len(line) + 1
     return None
@@ -320,7 +336,7 @@ def _array_check(
     the error, 0); the offset is -1 when the decoder does not say where."""
     try:
         return None, len(_validate_array(arr))
-    except msgspec.ValidationError:  # e.g. a line that is a number, not an object
+    except (msgspec.ValidationError, RecursionError):  # e.g. a line that is a number, not an object
         return -1, 0
     except msgspec.DecodeError as exc:
         m = _BYTE_POS.search(str(exc))
@@ -451,28 +467,36 @@ def _simd_all_objects(buf: bytes, lines: int) -> bool:
 
 
 def _object_line_starts(buf: bytes) -> tuple[list[int], list[int]] | None:
-    """Where each non-blank line of ``buf`` (whole lines) starts, and the newline before each blank line;
-    None when a line does not start with ``{`` (not an object, or leading blanks: the exact path sorts
-    those out) or the first line is blank."""
-    if not buf.startswith(b"{"):
+    """Where each non-blank line of ``buf`` (whole lines, ending in a newline) starts, and the newline
+    before each blank line; None when a line does not start with ``{`` and end with ``}`` (before an
+    optional ``\r``): not an object, blanks around it (the exact path sorts those out), or a fragment
+    that only parses together with its neighbours, like ``{"a":[1`` then ``{}]},1``. The first line must
+    not be blank."""
+    if not buf.startswith(b"{") or not buf.endswith(b"\n"):
         return None
     starts = [0]
     blanks: list[int] = []
     add = starts.append
     begins = buf.startswith
+    ends = buf.endswith
     find = buf.find
     end = len(buf) - 1
     i = find(b"\n")
-    while i != -1 and i < end:
+    while True:
+        if not (ends(b"}", 0, i) or ends(b"}\r", 0, i)):
+            return None
+        if i >= end:
+            return starts, blanks
         j = i + 1
+        while begins(b"\n", j):  # blank lines
+            blanks.append(j - 1)
+            j += 1
+        if j > end:
+            return starts, blanks
         if not begins(b"{", j):
-            if not begins(b"\n", j):
-                return None
-            blanks.append(i)
-        else:
-            add(j)
+            return None
+        add(j)
         i = find(b"\n", j)
-    return starts, blanks
 
 
 def _simd_doc(buf: bytes, starts: list[int], blanks: list[int]) -> Any:
@@ -521,12 +545,14 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
     doc = _simd_doc(buf, *found) if found is not None else None
     if doc is not None:
         starts, blanks = found  # type: ignore[misc]
-        if len(buf) >= _POINTER_LINE_BYTES * len(starts):
-            _pointer_scan(doc, buf, starts, base, line_no, where, scan)
-        else:
+        if len(buf) < _POINTER_LINE_BYTES * len(starts):
             _marked_lines(buf, base, line_no, where, scan, set())
+            done = True
+        else:
+            done = _pointer_scan(doc, buf, starts, base, line_no, where, scan)
         del doc
-        return line_no + len(starts) + len(blanks)
+        if done:
+            return line_no + len(starts) + len(blanks)
     # whole lines: one per newline
     newlines = len(found[0]) + len(found[1]) if found is not None else _newlines(buf)
     bad_starts = set()
@@ -549,9 +575,8 @@ def _marked_lines(
     while i != -1:
         ls = rfind(b"\n", 0, i) + 1
         le = find(b"\n", i)
-        usage_lines.add(ls)
-        if ls not in bad_starts:
-            _usage_line(buf, ls, le, base, line_no, where, scan)
+        if ls not in bad_starts and _usage_line(buf, ls, le, base, line_no, where, scan):
+            usage_lines.add(ls)
         i = _usage_block_at(buf, le, len(buf))
     i = find(_PATCH_MARK)
     while i != -1:
@@ -575,57 +600,79 @@ def _usage_block_at(buf: bytes, start: int, end: int) -> int:
     return -1
 
 
-def _usage_line(buf: bytes, ls: int, le: int, base: int, line_no: int, where: _Where, scan: FileScan) -> None:
-    """Offer the line ``buf[ls:le]`` that holds a usage block; count it bad if it cannot be a request.
-    Line numbers are only needed for lines reported bad, so they are counted only then."""
-    try:
-        why = _offer(_decode_assistant(buf[ls:le]), base + ls, scan)
-    except msgspec.DecodeError as exc:  # ValidationError included; validation prevents it
-        why = f"unexpected shape ({exc})"
+def _usage_line(buf: bytes, ls: int, le: int, base: int, line_no: int, where: _Where, scan: FileScan) -> bool:
+    """Offer the line ``buf[ls:le]`` that holds a usage block, counting it bad if it cannot be a request;
+    False when it is not a request line at all (a tool result quoting a usage block). Line numbers are
+    only needed for lines reported bad, so they are counted only then."""
+    is_request, why = _request_verdict(buf[ls:le], base + ls, scan)
     if why is not None:
         _bad(scan, where.path, line_no + buf.count(b"\n", 0, ls) + 1, why)
+    return is_request
+
+
+def _request_verdict(line: bytes, at: int, scan: FileScan) -> tuple[bool, str | None]:
+    """(is it a request line, why it is bad) for a line holding a usage block. A line of another type
+    that merely quotes one (``type`` a string other than ``assistant``, and no ``message.usage``) is not
+    a request, whatever else is odd about it; anything else is offered or reported."""
+    try:
+        obj = _decode_assistant(line)
+    except _DECODE_ERRORS as exc:
+        try:
+            kind = _decode_kind(line).type
+        except _DECODE_ERRORS:
+            kind = None
+        if isinstance(kind, str) and kind != "assistant":
+            return False, None
+        return True, f"unexpected shape ({exc})"
+    msg = obj.message
+    if (msg is None or msg.usage is None) and obj.type not in (None, "assistant"):
+        return False, None
+    return True, _offer(obj, at, scan)
 
 
 def _patch_line(line: bytes, where: _Where, scan: FileScan) -> None:
-    with contextlib.suppress(msgspec.DecodeError):  # not the shape of an edit result
+    with contextlib.suppress(*_DECODE_ERRORS):  # not the shape of an edit result
         _patch(_decode_patch_line(line), where.parent_session, scan)
 
 
 def _pointer_scan(
     doc: Any, buf: bytes, starts: list[int], base: int, line_no: int, where: _Where, scan: FileScan
-) -> None:
+) -> bool:
     """``_marked_lines`` for chunks of long lines (megabyte tool results): asking the parsed document
     where the usage blocks and edit patches are costs a few microseconds a line, searching for their
-    keys costs a pass over every byte.
+    keys costs a pass over every byte. False, having done nothing, when an element is not an object
+    (lines that only parse together): the exact path then judges the chunk.
 
-    The same lines come out: a ``message.usage`` object is a usage line. Any other line that could be
-    a malformed request (no ``type``, type ``assistant``, or a type that is not a string) is searched
-    for a usage key as ``_marked_lines`` would, so it is reported in the same way.
+    The same lines come out (tested both ways). A line whose ``message`` holds a ``usage`` key, and any
+    line that could be a malformed request (no ``type``, type ``assistant``, or a type that is not a
+    string), is searched for the usage key as ``_marked_lines`` searches the chunk; what it finds is
+    judged by the same ``_usage_line``. Only JSON with duplicate keys can tell the two apart (simdjson
+    reads the first, msgspec the last).
     """
-    # Membership tests and hits cost ~0.05 us; a missing key costs ~2 us (simdjson raises inside), so
-    # every lookup is guarded by ``in``. Elements are objects: ``_object_line_starts`` made sure.
-    find = buf.find
     obj = _SimdObject
+    for k in range(len(starts)):
+        if doc[k].__class__ is not obj:
+            return False
+    # Membership tests and hits cost ~0.05 us; a missing key costs ~2 us (simdjson raises inside), so
+    # every lookup is guarded by ``in``.
+    find = buf.find
     for k, ls in enumerate(starts):
         el = doc[k]
         msg = el["message"] if "message" in el else None  # noqa: SIM401 (``get`` raises inside on a miss)
         if msg.__class__ is obj and "usage" in msg:
-            if msg["usage"].__class__ is obj:
-                _usage_line(buf, ls, find(b"\n", ls), base, line_no, where, scan)
-                continue
-            suspect = True  # e.g. ``"usage":null`` (or a duplicate key): let the search decide
+            suspect = True
         else:
             kind = el["type"] if "type" in el else None  # noqa: SIM401
             suspect = kind is None or kind == "assistant" or kind.__class__ is not str
         if suspect:
             le = find(b"\n", ls)
-            if _usage_block_at(buf, ls, le) != -1:
-                _usage_line(buf, ls, le, base, line_no, where, scan)
+            if _usage_block_at(buf, ls, le) != -1 and _usage_line(buf, ls, le, base, line_no, where, scan):
                 continue
         if "toolUseResult" in el:
             result = el["toolUseResult"]
             if result.__class__ is obj and "structuredPatch" in result:
                 _patch_line(buf[ls : find(b"\n", ls)], where, scan)
+    return True
 
 
 def _handle_line(
@@ -646,15 +693,14 @@ def _handle_line(
     if _first_error(line) is not None:
         _bad(scan, where.path, line_no, _reason(line))
         return
-    try:
-        if has_usage:
-            why = _offer(_decode_assistant(line), start, scan)
-            if why is not None:
-                _bad(scan, where.path, line_no, why)
-        elif mm.find(_PATCH_MARK, start, stop) != -1:
-            _patch(_decode_patch_line(line), where.parent_session, scan)
-    except msgspec.DecodeError as exc:
-        _bad(scan, where.path, line_no, f"unexpected shape ({exc})")
+    if has_usage:
+        is_request, why = _request_verdict(line, start, scan)
+        if why is not None:
+            _bad(scan, where.path, line_no, why)
+        if is_request:
+            return
+    if mm.find(_PATCH_MARK, start, stop) != -1:
+        _patch_line(line, where, scan)
 
 
 def _reason(line: bytes) -> str:
@@ -668,6 +714,8 @@ def _reason(line: bytes) -> str:
         return f"unexpected shape ({exc})"
     except msgspec.DecodeError as exc:
         return f"not JSON ({exc})"
+    except RecursionError:
+        return "nested too deeply"
     return "not JSON"
 
 

@@ -372,7 +372,8 @@ class Ledger:
             return False
         if self.dialect != "sqlite":
             ordered = sorted(rows, key=_cell_order)  # type: ignore[arg-type]
-            self._retrying(lambda: self._ingest_tx(ordered, changes, cursors, began=False))
+            by_key = sorted(changes, key=lambda c: c.line_key)  # a resumed session repeats edits too
+            self._retrying(lambda: self._ingest_tx(ordered, by_key, cursors, began=False))
             return True
         self._ingest_tx(rows, changes, cursors, began=not wait)
         return True
