@@ -142,3 +142,42 @@ def test_replacement_keeps_attribution_the_other_source_knew_and_long_values_fit
     assert (row["output_tokens"], row["project"], row["git_branch"], row["user_id"], row["key_id"]) == (
         20, "/repo", "main", "alice", "key_1")
     assert len(row["client_version"]) == 64
+
+
+def test_a_failed_commit_is_rolled_back_so_the_connection_stays_usable(tmp_path):
+    """SQLite may leave a transaction open after a failed COMMIT (disk full, I/O error); on the shared
+    connection every later write would then fail with "cannot start a transaction within a transaction"."""
+    import sqlite3
+
+    from ccledger.store.ledger import _in_transaction
+
+    real = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    real.execute("CREATE TABLE t (x INTEGER)")
+
+    class FailingCommit:
+        """A connection whose first COMMIT fails, as a full disk makes it."""
+
+        failed = False
+
+        def cursor(self):  # type: ignore[no-untyped-def]
+            return real.cursor()
+
+        def rollback(self) -> None:
+            real.execute("ROLLBACK")
+
+        def commit(self) -> None:
+            if not FailingCommit.failed:
+                FailingCommit.failed = True
+                raise sqlite3.OperationalError("database or disk is full")
+            real.execute("COMMIT")
+
+    conn = FailingCommit()
+    try:
+        with _in_transaction(conn, begin=True) as cur:
+            cur.execute("INSERT INTO t VALUES (1)")
+    except sqlite3.OperationalError:
+        pass
+    assert not real.in_transaction
+    with _in_transaction(conn, begin=True) as cur:  # the next transaction starts and commits
+        cur.execute("INSERT INTO t VALUES (2)")
+    assert real.execute("SELECT x FROM t").fetchall() == [(2,)]

@@ -12,6 +12,7 @@ owns the schema, the migrations and everything else (``Ledger.engine``, created 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -127,7 +128,14 @@ def _in_transaction(conn: Any, *, begin: bool) -> Iterator[Any]:
         conn.rollback()
         raise
     else:
-        conn.commit()
+        try:
+            conn.commit()
+        except BaseException:
+            # SQLite may leave the transaction open after a failed COMMIT (disk full, I/O error): on a
+            # shared connection every later BEGIN would then fail and the write lock stay held.
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise
     finally:
         cur.close()
 
@@ -300,7 +308,7 @@ class Ledger:
         Why: on SQLite the upsert runs in this process, and a gateway's writer thread shares a core with
         the event loop; a 500-row batch is several ms of CPU that a request arriving meanwhile would wait
         behind. Pausing (e.g. ``os.sched_yield``) between slices lets it in after at most one slice. On
-        PostgreSQL the work is the server's, so it is one plain ``write``.
+        PostgreSQL the work is the server's: one transaction, in rollup-cell order, retried on deadlock.
         """
         params = [row_of(r) for r in rows]
         if not params:
