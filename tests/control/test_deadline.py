@@ -57,15 +57,22 @@ async def test_errors_surface_unchanged_before_and_after_waiting() -> None:
         await within(_fails_after_waiting(), 1.0)
 
 
-@pytest.mark.asyncio
-async def test_a_call_that_hangs_times_out_and_is_cancelled_cleanly() -> None:
-    cleaned: list[str] = []
+def _hang(cleaned: list[str]):  # type: ignore[no-untyped-def]
+    """A call that never returns and notes in ``cleaned`` that it was cancelled."""
 
     async def hang() -> None:
         try:
             await asyncio.Event().wait()
         finally:
             cleaned.append("hang")
+
+    return hang
+
+
+@pytest.mark.asyncio
+async def test_a_call_that_hangs_times_out_and_is_cancelled_cleanly() -> None:
+    cleaned: list[str] = []
+    hang = _hang(cleaned)
 
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
@@ -77,12 +84,7 @@ async def test_a_call_that_hangs_times_out_and_is_cancelled_cleanly() -> None:
 @pytest.mark.asyncio
 async def test_cancelling_the_caller_reaches_the_call() -> None:
     cleaned: list[str] = []
-
-    async def hang() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            cleaned.append("hang")
+    hang = _hang(cleaned)
 
     task = asyncio.create_task(within(hang(), 10.0))
     await asyncio.sleep(0.01)

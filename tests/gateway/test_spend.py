@@ -130,9 +130,26 @@ class _BrokenCounters(MemoryCounters):
         raise ConnectionError("counter store down")
 
 
+class _DownCounters(_BrokenCounters):
+    """A shared counter store that is down: every call fails, the combined admission included."""
+
+    async def admit(self, *a, **kw):  # type: ignore[override]
+        raise ConnectionError("counter store down")
+
+    async def take_tokens(self, *a, **kw):  # type: ignore[override]
+        raise ConnectionError("counter store down")
+
+
 @pytest.mark.parametrize("mode", ["open", "closed"])
-def test_fail_open_or_closed_when_counters_fail(gateway_factory, mode):
-    gw = gateway_factory(counters=_BrokenCounters(), fail_mode=mode)
+@pytest.mark.parametrize(
+    ("counters", "rate_limits"), [(_BrokenCounters, None), (_DownCounters, {"rpm_per_user": 100})],
+    ids=["caps-only", "with-rate-limits"],
+)  # fmt: skip
+def test_fail_open_or_closed_when_counters_fail(gateway_factory, mode, counters, rate_limits):
+    # With rate limits on, caps and limits are admitted in one counters call: its failure must still be
+    # decided by the configured fail mode for the cap (the rate limiter itself fails open), never a 500.
+    extra = {"rate_limits": rate_limits} if rate_limits else {}
+    gw = gateway_factory(counters=counters(), fail_mode=mode, **extra)
     key = gw.user("alice")
     gw.identity.upsert_spend_limit("user", "alice", "daily", "100", "test", gw.clock())
     gw.refresh()
@@ -141,41 +158,11 @@ def test_fail_open_or_closed_when_counters_fail(gateway_factory, mode):
     if mode == "open":
         assert r.status_code == 200
         assert "anthropic-ratelimit-unified-status" not in r.headers
-    else:
-        assert r.status_code == 429
-        assert r.json()["error"] == {"type": "billing_error", "message": "spend limit unavailable"}
-        assert "retry-after" not in r.headers
-
-
-class _DownCounters(MemoryCounters):
-    """A shared counter store that is down: every call fails, the combined admission included."""
-
-    async def admit(self, *a, **kw):  # type: ignore[override]
-        raise ConnectionError("counter store down")
-
-    async def reserve(self, *a, **kw):  # type: ignore[override]
-        raise ConnectionError("counter store down")
-
-    async def take_tokens(self, *a, **kw):  # type: ignore[override]
-        raise ConnectionError("counter store down")
-
-
-@pytest.mark.parametrize("mode", ["open", "closed"])
-def test_fail_mode_holds_with_rate_limits_on_too(gateway_factory, mode):
-    # Rate limits and caps are admitted in one counters call: its failure must still be decided by the
-    # configured fail mode for the cap (the rate limiter itself fails open), never surface as a 500.
-    gw = gateway_factory(counters=_DownCounters(), fail_mode=mode, rate_limits={"rpm_per_user": 100})
-    key = gw.user("alice")
-    gw.identity.upsert_spend_limit("user", "alice", "daily", "100", "test", gw.clock())
-    gw.refresh()
-    with gw.client(key) as c:
-        r = c.post("/v1/messages", content=body())
-    if mode == "open":
-        assert r.status_code == 200
         assert not any(h.startswith("anthropic-ratelimit-") for h in r.headers)
     else:
         assert r.status_code == 429
         assert r.json()["error"] == {"type": "billing_error", "message": "spend limit unavailable"}
+        assert "retry-after" not in r.headers
 
 
 # -- the strict estimator is an upper bound for residency and web search too -----------------------------
