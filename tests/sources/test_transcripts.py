@@ -225,7 +225,7 @@ _BAD = [b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a":"\xff"}', b'{"a":1
 def test_bulk_validation_finds_exactly_the_bad_lines(spec):
     """Chunk validation must single out every bad line, even an unterminated one that runs on into
     the next line (JSON sees the newline as whitespace)."""
-    from ccledger.sources.transcripts import _bad_spans
+    from ccledger.sources.transcripts import _exact_bad_spans, _object_line_starts, _simd_doc
 
     lines = [(_BAD if bad else _GOOD)[i % (len(_BAD) if bad else len(_GOOD))] for bad, i in spec]
     buf = b"".join(line + b"\n" for line in lines)
@@ -234,9 +234,14 @@ def test_bulk_validation_finds_exactly_the_bad_lines(spec):
         starts.append(pos)
         pos += len(line) + 1
     expected = [starts[k] for k, (bad, _) in enumerate(spec) if bad]
-    assert [s for s, _ in _bad_spans(buf)] == expected
-    # With the line count known, a chunk may first take the vectorised check: same verdict.
-    assert [s for s, _ in _bad_spans(buf, len(lines))] == expected
+    assert [s for s, _ in _exact_bad_spans(buf, None)] == expected
+    assert [s for s, _ in _exact_bad_spans(buf, len(lines))] == expected
+    # The vectorised check a chunk takes first may only say yes to a chunk without bad lines.
+    found = _object_line_starts(buf)
+    doc = _simd_doc(buf, *found) if found is not None else None
+    if doc is not None:
+        assert expected == [] and len(found[0]) + len(found[1]) == len(lines)  # type: ignore[index]
+    del doc
 
 
 def test_pointer_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypatch):

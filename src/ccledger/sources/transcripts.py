@@ -359,19 +359,10 @@ def _seg_offset(at: int, where: tuple[list[int], list[bytes]] | None, size: int)
 _PIECE_BYTES = 16 * 1024
 
 
-def _bad_spans(buf: bytes, lines: int | None = None) -> list[tuple[int, int]]:
-    """(start, end) of every invalid line in ``buf``; the common case, no bad line, costs one pass.
-
-    A chunk that fails is searched in pieces of a few KB (whole lines each, so a piece's verdict is its
-    own): finding a bad line costs a re-check of its piece, not of the rest of the chunk.
-    """
-    if lines is not None and _simd_all_objects(buf, lines):
-        return []
-    return _exact_bad_spans(buf, lines)
-
-
 def _exact_bad_spans(buf: bytes, lines: int | None) -> list[tuple[int, int]]:
-    """``_bad_spans`` by msgspec alone: the judge of what is bad, and where."""
+    """(start, end) of every invalid line in ``buf``, by msgspec: the judge of what is bad, and where
+    (the chunks simdjson refuses come here). A chunk that fails is searched in pieces of a few KB (whole
+    lines each, so a piece's verdict is its own): finding a bad line re-checks its piece, not the chunk."""
     utf_ok = buf.isascii()
     if not utf_ok:
         try:
@@ -453,17 +444,6 @@ _SIMD_MAX_BYTES = 2 * CHUNK_BYTES
 _POINTER_LINE_BYTES = 4 * 1024
 _SimdObject = simdjson.Object
 _simd = threading.local()
-
-
-def _simd_all_objects(buf: bytes, lines: int) -> bool:
-    """True when ``buf`` (whole lines) is certainly ``lines`` lines, each one UTF-8 JSON object or blank."""
-    found = _object_line_starts(buf)
-    if found is None or len(found[0]) + len(found[1]) != lines:
-        return False
-    doc = _simd_doc(buf, *found)
-    ok = doc is not None
-    del doc  # the parser cannot be reused while its document is referenced
-    return ok
 
 
 def _object_line_starts(buf: bytes) -> tuple[list[int], list[int]] | None:
