@@ -17,6 +17,7 @@ import pytest
 from ccledger.core.pricing import PriceBook
 from ccledger.services.history import refresh
 from ccledger.store.ledger import Ledger
+from tests.sources.lookup import LOOKUPS, count_decoded_chunks, use_lookup
 from tests.support.corpus import Expected, generate, handcheck_cases
 
 TOL = Decimal("1e-8")
@@ -53,17 +54,17 @@ def test_hand_checked_cases(tmp_path):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-@pytest.mark.parametrize("lookup", ["search", "pointer"])
+@pytest.mark.parametrize("lookup", LOOKUPS)
 def test_random_corpora_match_expected_totals(tmp_path, monkeypatch, seed, lookup):
-    """Both ways of finding the usage and patch lines in a clean chunk (searching for the keys, or
-    asking the parsed document) must give the generator's totals."""
-    from ccledger.sources import transcripts
-
-    monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", 0 if lookup == "pointer" else 1 << 40)
+    """Every way of finding the usage and patch lines in a clean chunk (searching for the keys, decoding
+    every line at once, or asking the parsed document) must give the generator's totals."""
+    use_lookup(monkeypatch, lookup)
+    decoded = count_decoded_chunks(monkeypatch)
     expected = generate(tmp_path / "claude", seed=seed, sessions=12, requests_per_session=25)
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
     stats = refresh(ledger, PriceBook.load(), [tmp_path / "claude"])
     check(expected, ledger, stats)
+    assert any(decoded) == (lookup == "decode")
     # reading everything again changes nothing
     again = refresh(ledger, PriceBook.load(), [tmp_path / "claude"])
     assert again.bytes_read == 0

@@ -17,6 +17,7 @@ from ccledger.core.pricing import PriceBook
 from ccledger.services.history import refresh
 from ccledger.sources.transcripts import scan_file
 from ccledger.store.ledger import Ledger
+from tests.sources.lookup import LOOKUPS, count_decoded_chunks, use_lookup
 
 BOOK = PriceBook.load()
 
@@ -244,11 +245,9 @@ def test_bulk_validation_finds_exactly_the_bad_lines(spec):
     del doc
 
 
-def test_pointer_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypatch):
+def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypatch):
     """Lines a reader could mistake for requests, read with each way of finding usage lines: the same
     records, the same bad lines (with the same reasons) and the same code changes."""
-    from ccledger.sources import transcripts
-
     patch = {"type": "user", "uuid": "p1", "timestamp": "2026-11-20T10:00:02.000Z", "sessionId": "s1",
              "message": {"role": "user", "content": "x"},
              "toolUseResult": {"structuredPatch": [{"lines": ["+a", "+b", "-c", " d"]}]}}
@@ -274,28 +273,37 @@ def test_pointer_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeyp
         {"type": "user", "message": [{"usage": {"input_tokens": 1}}]},
         json.loads(line("m2", 5)),
     ]
-    text = "".join((o if isinstance(o, str) else json.dumps(o, separators=(",", ":"))) + "\n" for o in odd)
     f = tmp_path / "odd.jsonl"
-    f.write_text(text)
-    seen = {}
-    for mode, threshold in (("search", 1 << 40), ("pointer", 0)):
-        monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", threshold)
-        scan = scan_file(f, None)
-        assert scan is not None and scan.error is None
-        seen[mode] = (sorted((r.dedupe_key, r.tokens) for r in scan.records),
-                      [(b.line_no, b.reason) for b in scan.bad],
-                      [(p.line_key, p.added, p.removed) for p in scan.patches])
-    assert seen["pointer"] == seen["search"]
-    records, bad, patches = seen["search"]
-    # Independent of either path: the two good requests, the edit (2 added, 1 removed), and reported bad
+    decoded = count_decoded_chunks(monkeypatch)
+    # Lines 4, 7, 14 and 15 do not fit the structs the decoding way reads a whole chunk into (a type or
+    # timestamp that is not a string, a message that is not an object): it leaves such a chunk to the key
+    # search. Without them ("fit") it reads the chunk itself.
+    misfits = (3, 6, 13, 14)
+    seen: dict[tuple[str, str], object] = {}
+    for name, lines in (("all", odd), ("fit", [o for k, o in enumerate(odd) if k not in misfits])):
+        f.write_text("".join((o if isinstance(o, str) else json.dumps(o, separators=(",", ":"))) + "\n"
+                             for o in lines))
+        for mode in LOOKUPS:
+            use_lookup(monkeypatch, mode)
+            decoded.clear()
+            scan = scan_file(f, None)
+            assert scan is not None and scan.error is None
+            assert decoded == ([name == "fit"] if mode == "decode" else [])
+            seen[name, mode] = (sorted((r.dedupe_key, r.tokens) for r in scan.records),
+                                [(b.line_no, b.reason) for b in scan.bad],
+                                [(p.line_key, p.added, p.removed) for p in scan.patches])
+        assert seen[name, "pointer"] == seen[name, "search"] == seen[name, "decode"], name
+    # Independent of any path: the two good requests, the edit (2 added, 1 removed), and reported bad
     # the lines 2, 3, 4 (usage outside a message), 7 (a message that is not an object), 8 (a message
-    # usage block without a model) and 9 (no timestamp).
-    assert [k for k, _ in records] == ["msg:m1", "msg:m2"]
-    assert [n for n, _ in bad] == [2, 3, 4, 7, 8, 9]
-    assert [(a, r) for _, a, r in patches] == [(2, 1), (1, 0)]
+    # usage block without a model) and 9 (no timestamp); without the misfits, lines 8 and 9 are 6 and 7.
+    for name, bad_lines in (("all", [2, 3, 4, 7, 8, 9]), ("fit", [2, 3, 6, 7])):
+        records, bad, patches = seen[name, "search"]  # type: ignore[misc]
+        assert [k for k, _ in records] == ["msg:m1", "msg:m2"]
+        assert [n for n, _ in bad] == bad_lines
+        assert [(a, r) for _, a, r in patches] == [(2, 1), (1, 0)]
 
 
-@pytest.mark.parametrize("lookup", ["search", "pointer"])
+@pytest.mark.parametrize("lookup", LOOKUPS)
 def test_fragments_that_parse_together_and_deep_nesting_are_judged_not_fatal(tmp_path, monkeypatch, lookup):
     """Two broken lines can form valid JSON once joined into the array the chunk is checked as; each is
     still bad on its own, and a non-object element must not reach the pointer scan. Nesting the fast
@@ -303,7 +311,7 @@ def test_fragments_that_parse_together_and_deep_nesting_are_judged_not_fatal(tmp
     deeper nesting is bad, never an exception."""
     from ccledger.sources import transcripts
 
-    monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", 0 if lookup == "pointer" else 1 << 40)
+    use_lookup(monkeypatch, lookup)
     pad = json.dumps({"type": "user", "message": {"content": "x" * 9000}}, separators=(",", ":"))
     deep = '{"a":' + "[" * 1010 + "]" * 1010 + "}"
     deeper = '{"a":' + "[" * 5000 + "]" * 5000 + "}"

@@ -20,7 +20,7 @@ from typing import Any
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import FileCursor
 from ccledger.sources.transcript_files import RefreshStats, discover_paths, pending, transcript_dirs
-from ccledger.store.ledger import CodeChange, Ledger, price_record, row_of, to_ms
+from ccledger.store.ledger import CodeChange, Ledger, priced_row, to_ms
 
 # Rows per transaction: small enough that the last one, written after the reading ends, is short.
 BATCH_RECORDS = 10_000
@@ -72,7 +72,7 @@ class _Batch:
         rows = self.rows
         out.records += len(scan.records)  # one per request in this file
         for rec in scan.records:
-            row = row_of(price_record(book, rec))
+            row = priced_row(book, rec)
             prev_row = rows.get(rec.dedupe_key)
             # Within a batch keep the most complete copy; across batches the store's upsert does the same.
             if prev_row is None or row[-1] > prev_row[-1]:  # type: ignore[operator]

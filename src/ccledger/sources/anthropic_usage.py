@@ -90,25 +90,21 @@ class Usage:
 
 
 def usage_from_wire(u: WireUsage) -> Usage:
-    """The ledger's view of a wire usage block: one rule for every source (cache split included)."""
+    """The ledger's view of a wire usage block: one rule for every source (cache split included).
+    Arguments are positional: this runs once per request of every transcript read."""
     cc = u.cache_creation
     w5, w1 = split_cache_writes(
         u.cache_creation_input_tokens,
         cc.ephemeral_5m_input_tokens if cc is not None else None,
         cc.ephemeral_1h_input_tokens if cc is not None else None,
     )
+    stu = u.server_tool_use
     return Usage(
-        TokenCounts(
-            input=u.input_tokens or 0,
-            output=u.output_tokens or 0,
-            cache_write_5m=w5,
-            cache_write_1h=w1,
-            cache_read=u.cache_read_input_tokens or 0,
-        ),
-        web_search_requests=(u.server_tool_use.web_search_requests or 0) if u.server_tool_use else 0,
-        service_tier=u.service_tier,
-        inference_geo=u.inference_geo,
-        speed=u.speed,
+        TokenCounts(u.input_tokens or 0, u.output_tokens or 0, w5, w1, u.cache_read_input_tokens or 0),
+        (stu.web_search_requests or 0) if stu is not None else 0,
+        u.service_tier,
+        u.inference_geo,
+        u.speed,
     )
 
 

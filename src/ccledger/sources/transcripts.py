@@ -102,6 +102,7 @@ _DECODE_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a D
 # higher limit, every line the fast path accepts the exact path accepts too; deeper ones are bad in both.
 _NESTING_LIMIT = 3000
 _decode_assistant = msgspec.json.Decoder(_AssistantLine).decode
+_decode_assistant_array = msgspec.json.Decoder(list[_AssistantLine]).decode
 _decode_patch_line = msgspec.json.Decoder(_PatchLine).decode
 _decode_patch = msgspec.json.Decoder(_PatchResult).decode
 
@@ -443,6 +444,9 @@ _SIMD_MAX_BYTES = 2 * CHUNK_BYTES
 # instead of searching every byte for the keys (~0.5 ms a MB).
 _POINTER_LINE_BYTES = 4 * 1024
 _SimdObject = simdjson.Object
+# Clean chunks of shorter lines are decoded whole (``_decoded_lines``); tests switch this off to compare
+# with the key search (``_marked_lines``), which judges the chunks that are not clean.
+_DECODE_CLEAN_CHUNKS = True
 _simd = threading.local()
 
 
@@ -479,7 +483,7 @@ def _object_line_starts(buf: bytes) -> tuple[list[int], list[int]] | None:
         i = find(b"\n", j)
 
 
-def _simd_doc(buf: bytes, starts: list[int], blanks: list[int]) -> Any:
+def _simd_doc(buf: bytes, starts: list[int], blanks: list[int], arr: bytearray | None = None) -> Any:
     """simdjson's parse of ``buf``'s lines as one array when they are certainly one JSON value each
     (objects, as ``_object_line_starts`` made sure), else None. Blank lines are allowed: the newline
     before each one becomes a space, so it adds no element.
@@ -495,9 +499,8 @@ def _simd_doc(buf: bytes, starts: list[int], blanks: list[int]) -> Any:
     parser = getattr(_simd, "parser", None)
     if parser is None:  # one per thread: a parser holds its last document
         parser = _simd.parser = simdjson.Parser(max_capacity=_SIMD_MAX_BYTES + 2)
-    arr = _as_array(buf)
-    for i in blanks:
-        arr[i + 1] = 0x20  # offsets in the array are one more than in buf
+    if arr is None:
+        arr = _line_array(buf, blanks)
     try:
         doc = parser.parse(arr)
     except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
@@ -505,6 +508,14 @@ def _simd_doc(buf: bytes, starts: list[int], blanks: list[int]) -> Any:
     if len(doc) != len(starts):  # e.g. ``{..},{..}`` on one line reads as two elements
         return None
     return doc
+
+
+def _line_array(buf: bytes, blanks: list[int]) -> bytearray:
+    """``_as_array`` with each blank line's newline turned into a space: one element per line."""
+    arr = _as_array(buf)
+    for i in blanks:
+        arr[i + 1] = 0x20  # offsets in the array are one more than in buf
+    return arr
 
 
 def _newlines(buf: bytes) -> int:
@@ -522,14 +533,16 @@ def _newlines(buf: bytes) -> int:
 def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan) -> int:
     """Scan whole lines ``buf`` that start at file offset ``base`` and line ``line_no`` + 1."""
     found = _object_line_starts(buf) if len(buf) <= _SIMD_MAX_BYTES else None
-    doc = _simd_doc(buf, *found) if found is not None else None
+    arr = _line_array(buf, found[1]) if found is not None else None
+    doc = _simd_doc(buf, *found, arr) if found is not None else None
     if doc is not None:
         starts, blanks = found  # type: ignore[misc]
-        if len(buf) < _POINTER_LINE_BYTES * len(starts):
-            _marked_lines(buf, base, line_no, where, scan, set())
-            done = True
-        else:
+        if len(buf) >= _POINTER_LINE_BYTES * len(starts):
             done = _pointer_scan(doc, buf, starts, base, line_no, where, scan)
+        elif _DECODE_CLEAN_CHUNKS:
+            done = _decoded_lines(arr, buf, starts, base, line_no, where, scan)  # type: ignore[arg-type]
+        else:
+            done = _marked_lines(buf, base, line_no, where, scan, set())
         del doc
         if done:
             return line_no + len(starts) + len(blanks)
@@ -546,7 +559,7 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
 
 def _marked_lines(
     buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan, bad_starts: set[int]
-) -> None:
+) -> bool:
     """Decode the lines that carry a usage block or an edit patch, found by searching for their keys."""
     find = buf.find
     rfind = buf.rfind
@@ -558,13 +571,59 @@ def _marked_lines(
         if ls not in bad_starts and _usage_line(buf, ls, le, base, line_no, where, scan):
             usage_lines.add(ls)
         i = _usage_block_at(buf, le, len(buf))
+    _patch_lines(buf, where, scan, bad_starts | usage_lines if bad_starts else usage_lines)
+    return True
+
+
+def _patch_lines(buf: bytes, where: _Where, scan: FileScan, skip: set[int]) -> None:
+    """Decode the lines holding an edit patch, found by searching for its key, except those in ``skip``
+    (bad lines, and requests: a request line is never also an edit)."""
+    find = buf.find
     i = find(_PATCH_MARK)
     while i != -1:
-        ls = rfind(b"\n", 0, i) + 1
+        ls = buf.rfind(b"\n", 0, i) + 1
         le = find(b"\n", i)
-        if ls not in bad_starts and ls not in usage_lines:
+        if ls not in skip:
             _patch_line(buf[ls:le], where, scan)
         i = find(_PATCH_MARK, le)
+
+
+def _decoded_lines(
+    arr: bytearray, buf: bytes, starts: list[int], base: int, line_no: int, where: _Where, scan: FileScan
+) -> bool:
+    """``_marked_lines`` for a clean chunk of short lines, with every line decoded in one msgspec call:
+    with hundreds of lines per chunk, a decoder call, a key search and a few Python calls per usage line
+    cost more than decoding the chunk's lines into structs at once (content is skipped, never built).
+    False, having done nothing, when a line does not fit the struct (e.g. a ``message`` that is not an
+    object): ``_marked_lines`` then takes the chunk and judges each usage line on its own.
+
+    The same lines come out as from ``_marked_lines`` (tested): a line is offered as a request when it
+    could be one (a ``message.usage``, or type ``assistant`` or none) and holds a usage block where the
+    key search would find one; every other line is checked for an edit patch as there.
+    """
+    try:
+        lines = _decode_assistant_array(arr)
+    except _DECODE_ERRORS:
+        return False
+    if len(lines) != len(starts):
+        return False
+    find = buf.find
+    requests: set[int] = set()
+    for obj, ls in zip(lines, starts, strict=True):
+        msg = obj.message
+        if msg is None or msg.usage is None:
+            kind = obj.type
+            if kind is not None and kind != "assistant":
+                continue
+        le = find(b"\n", ls)
+        if _usage_block_at(buf, ls, le) == -1:
+            continue
+        why = _offer(obj, base + ls, scan)
+        if why is not None:
+            _bad(scan, where.path, line_no + buf.count(b"\n", 0, ls) + 1, why)
+        requests.add(ls)
+    _patch_lines(buf, where, scan, requests)
+    return True
 
 
 def _usage_block_at(buf: bytes, start: int, end: int) -> int:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ccledger.core.pricing import PriceBook
+from ccledger.core.pricing import PriceBook, Quote
 from ccledger.core.records import FileCursor, TokenCounts, UsageRecord
 from ccledger.store.layout import ROLLUP_BUCKET_MS, ROLLUP_DIMS, SUM_COLS, USAGE_COLUMNS
 
@@ -78,17 +78,27 @@ def row_of(p: PricedRow) -> tuple[object, ...]:
     a transcript or a header must not fail a whole batch. (A slice that covers the whole string returns
     the string itself, so cutting costs nothing for the usual short values; this runs once per request.)
     """
-    r = p.record
+    return _row(p.record, p.model_key, p.long_context)
+
+
+def priced_row(book: PriceBook, record: UsageRecord) -> tuple[object, ...]:
+    """``row_of(price_record(book, record))`` without the ``PricedRow`` between them: a refresh makes
+    one per request read."""
+    q = _quote(book, record)
+    return _row(record, q.model_key, q.long_context)
+
+
+def _row(r: UsageRecord, model_key: str | None, long_context: bool) -> tuple[object, ...]:
     t = r.tokens
     tier, geo, speed = r.service_tier, r.inference_geo, r.speed
     return (
-        r.dedupe_key[:300], int(r.ts.timestamp() * 1000), r.source[:32], r.model[:200], p.model_key,
+        r.dedupe_key[:300], int(r.ts.timestamp() * 1000), r.source[:32], r.model[:200], model_key,
         r.session_id[:200], r.project, r.git_branch, r.client_version[:64], r.is_sidechain,
         r.agent_id[:200], r.user_id[:200], r.group_id[:200], r.key_id[:200],
         r.workspace[:200], r.request_id[:200], t.input, t.output, t.cache_write_5m,
         t.cache_write_1h, t.cache_read, r.web_search_requests, tier if tier is None else tier[:32],
         geo if geo is None else geo[:32], speed if speed is None else speed[:32], r.duration_ms,
-        r.cost_nanos or 0, r.unknown_model, p.long_context, _cut(r.parent_agent_id, 200),
+        r.cost_nanos or 0, r.unknown_model, long_context, _cut(r.parent_agent_id, 200),
         json.dumps(r.extra, sort_keys=True) if r.extra else None, r.completeness,
     )  # fmt: skip
 
@@ -115,6 +125,19 @@ class RollupRow:
     unknown_requests: int
     first_ms: int
     last_ms: int
+
+
+def _register_sqlite_adapters(sqlite3: Any) -> None:
+    """Map ``bool`` and ``None`` to themselves in sqlite3's adapter registry: the values stored do not
+    change (a bool is bound as an integer, None as NULL, either way), but a type the registry lacks is
+    looked up three ways before being bound as is, and a row holds eight such values: a registered one
+    binds ~1.5 µs a row sooner, a tenth of a transcript row's whole cost in the store."""
+    sqlite3.register_adapter(bool, int)
+    sqlite3.register_adapter(type(None), _none)
+
+
+def _none(value: None) -> None:
+    return value
 
 
 @contextmanager
@@ -267,6 +290,7 @@ class Ledger:
             path = self.url.split(":///", 1)[1] if ":///" in self.url else ":memory:"
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _register_sqlite_adapters(sqlite3)
             conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
             # WAL lets a report read while another ccledger process writes; the busy timeout makes two
             # writers queue instead of failing.
@@ -675,6 +699,11 @@ class Ledger:
 
 def price_record(book: PriceBook, record: UsageRecord) -> PricedRow:
     """Price a record with the book and keep the book's verdicts beside it for storage."""
+    q = _quote(book, record)
+    return PricedRow(record, q.model_key, q.long_context)
+
+
+def _quote(book: PriceBook, record: UsageRecord) -> Quote:
     q = book.quote(
         record.model,
         record.ts,
@@ -686,6 +715,6 @@ def price_record(book: PriceBook, record: UsageRecord) -> PricedRow:
     )
     record.cost_nanos = q.cost_nanos
     record.unknown_model = q.unknown
-    return PricedRow(record, q.model_key, q.long_context)
+    return q
 
 
