@@ -224,9 +224,9 @@ _BAD = [b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a":"\xff"}', b'{"a":1
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 20)), min_size=1, max_size=40))
 def test_bulk_validation_finds_exactly_the_bad_lines(spec):
-    """Chunk validation must single out every bad line, even an unterminated one that runs on into
-    the next line (JSON sees the newline as whitespace)."""
-    from ccledger.sources.transcripts import _exact_bad_spans, _object_line_starts, _simd_doc
+    """Chunk validation must single out every bad line, even one that only fails beside others (two
+    fragments that form one value, an unterminated line that runs on into the next)."""
+    from ccledger.sources.transcripts import _bad_line_spans, _object_line_starts, _simd_doc
 
     lines = [(_BAD if bad else _GOOD)[i % (len(_BAD) if bad else len(_GOOD))] for bad, i in spec]
     buf = b"".join(line + b"\n" for line in lines)
@@ -235,14 +235,30 @@ def test_bulk_validation_finds_exactly_the_bad_lines(spec):
         starts.append(pos)
         pos += len(line) + 1
     expected = [starts[k] for k, (bad, _) in enumerate(spec) if bad]
-    assert [s for s, _ in _exact_bad_spans(buf, None)] == expected
-    assert [s for s, _ in _exact_bad_spans(buf, len(lines))] == expected
+    assert [s for s, _ in _bad_line_spans(buf)] == expected
+    assert [buf[s:e] for s, e in _bad_line_spans(buf)] == [lines[k] for k, (bad, _) in enumerate(spec) if bad]
     # The vectorised check a chunk takes first may only say yes to a chunk without bad lines.
     found = _object_line_starts(buf)
     doc = _simd_doc(buf, *found) if found is not None else None
     if doc is not None:
         assert expected == [] and len(found[0]) + len(found[1]) == len(lines)  # type: ignore[index]
     del doc
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_GOOD + _BAD) | st.binary(max_size=12), min_size=1, max_size=30))
+def test_bad_line_search_agrees_with_judging_each_line_alone(lines):
+    """Whatever the lines (fragments, raw bytes), the grouped search names exactly the lines the judge
+    of one line calls bad; a line holding a newline is two lines here, as in a file."""
+    from ccledger.sources.transcripts import _bad_line_spans, _line_is_bad
+
+    buf = b"".join(line + b"\n" for line in lines)
+    expected, pos = [], 0
+    for line in buf[:-1].split(b"\n"):
+        if line.strip() and _line_is_bad(line):
+            expected.append(pos)
+        pos += len(line) + 1
+    assert [s for s, _ in _bad_line_spans(buf)] == expected
 
 
 def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypatch):

@@ -5,9 +5,10 @@ Why it is shaped like this:
   last complete line are remembered, and a later run reads only the new bytes. A file that shrank, was
   replaced (new inode) or whose first bytes changed is read again from the start; upserts make that safe.
 - Every line is validated, a chunk of lines at a time: simdjson checks structure and UTF-8 in one
-  vectorised pass and gives the fast yes; a chunk it refuses goes to msgspec, which alone decides which
-  lines are bad. Only lines holding a usage block or an edit patch are decoded into objects: the
-  megabyte tool results are never materialised.
+  vectorised pass and gives the fast yes; in a chunk it refuses, the lines it cannot vouch for in
+  smaller groups are judged one by one by msgspec, which alone decides which lines are bad. Only lines
+  holding a usage block or an edit patch are decoded into objects: the megabyte tool results are never
+  materialised.
 - The file is memory-mapped, so a single 100 MB line costs address space, not heap.
 - One API request is one record: lines are keyed by ``message.id`` (falling back to ``requestId``), and
   the most complete usage wins, here within a run and in the store across runs and files.
@@ -19,7 +20,6 @@ import contextlib
 import hashlib
 import mmap
 import os
-import re
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -99,7 +99,7 @@ _decode_kind = msgspec.json.Decoder(_Kind).decode
 # msgspec recurses once per nesting level: a line nested ~1000 deep raises RecursionError, not DecodeError.
 _DECODE_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
 # msgspec stops at the interpreter's recursion limit (1000 by default), simdjson at ~1020 levels: with a
-# higher limit, every line the fast path accepts the exact path accepts too; deeper ones are bad in both.
+# higher limit, every line simdjson accepts msgspec accepts too; deeper ones are bad in both.
 _NESTING_LIMIT = 3000
 _decode_assistant = msgspec.json.Decoder(_AssistantLine).decode
 _decode_assistant_array = msgspec.json.Decoder(list[_AssistantLine]).decode
@@ -202,8 +202,6 @@ def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
 
 
 CHUNK_BYTES = 256 * 1024
-_validate_array = msgspec.json.Decoder(list[_Any]).decode
-_BYTE_POS = re.compile(r"\(byte (\d+)\)")
 
 
 
@@ -246,7 +244,7 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
         # The last line has no newline yet: take it only if it is already complete JSON, otherwise
         # Claude Code is still writing it and the next run will see it whole.
         tail = mm[complete_end:end]
-        if tail.strip() and _first_error(tail) is None:
+        if tail.strip() and not _line_is_bad(tail):
             line_no += 1
             _handle_line(tail, complete_end, end, mm, where, line_no, scan)
             pos = end
@@ -257,65 +255,18 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
     scan.bytes_read = pos - start_pos
 
 
-def _first_error(seg: bytes, utf8_known_good: bool = False, lines: int | None = None) -> int | None:
-    """Offset of the first byte that makes ``seg`` (whole lines) invalid: None when every line is one
-    UTF-8 JSON object, -1 when invalid at a position the decoder does not say.
-
-    The lines are checked as the elements of one JSON array (newlines turned into commas, same length,
-    so offsets carry over): unlike JSON Lines, where a newline is mere whitespace, a comma ends each
-    element, so an unterminated line usually cannot run on into the next. Where the array is valid but
-    its elements may not be the lines (a count that differs, or lines that do not each start with ``{``
-    and end with ``}``: ``{"a":[1`` then ``{}]},{}`` parse together), each line is checked alone.
-    """
-    utf = None
-    if not utf8_known_good and not seg.isascii():
+def _line_is_bad(line: bytes) -> bool:
+    """The judge of one line: bad unless it is UTF-8 and one JSON object (whitespace around it allowed)."""
+    if not line.isascii():
         try:
-            seg.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            utf = exc.start
-    js: int | None = None
-    if seg and not seg.isspace():
-        js, elements = _array_check(_as_array(seg), None, len(seg))
-        if js is None:  # a valid array; but a line may hold two values separated by a comma
-            if lines is None:
-                lines = _newlines(seg) + (0 if seg.endswith(b"\n") else 1)
-            if elements != lines or _object_line_starts(seg) is None:
-                js = _line_with_two_values(seg)
-        if js is not None and js >= 0:
-            body = seg[:-1] if seg.endswith(b"\n") else seg
-            ls = body.rfind(b"\n", 0, js) + 1
-            le = body.find(b"\n", js)
-            if not body[ls : le if le != -1 else len(body)].strip():
-                # A blank line reads as an empty element: leave blank lines out and map offsets back.
-                starts, parts, pos = [], [], 0
-                for part in body.split(b"\n"):
-                    if part.strip():
-                        starts.append(pos)
-                        parts.append(part)
-                    pos += len(part) + 1
-                js, elements = _array_check(b"[" + b",".join(parts) + b"]", (starts, parts), len(seg))
-                if js is None and elements != len(parts):
-                    js = _line_with_two_values(seg)
-    if js == -1:
-        return -1
-    if utf is None or js is None:
-        return utf if js is None else js
-    return min(utf, js)
-
-
-def _line_with_two_values(seg: bytes) -> int | None:
-    """Offset of the first line that is not one value on its own (``{..},{..}`` passes as two array
-    elements, two fragments as one), None if there is none. Only called when the array's elements may
-    not be the lines."""
-    pos = 0
-    for line in seg.split(b"\n"):
-        if line.strip():
-            try:
-                _validate(line)
-            except _DECODE_ERRORS:
-                return pos
-        pos += len(line) + 1
-    return None
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+    try:
+        _validate(line)
+    except _DECODE_ERRORS:
+        return True
+    return False
 
 
 def _as_array(seg: bytes) -> bytearray:
@@ -328,115 +279,6 @@ def _as_array(seg: bytes) -> bytearray:
     else:
         arr.append(0x5D)
     return arr
-
-
-def _array_check(
-    arr: bytes | bytearray, where: tuple[list[int], list[bytes]] | None, size: int
-) -> tuple[int | None, int]:
-    """(None, number of elements) if ``arr`` is a valid array of objects, else (the segment offset of
-    the error, 0); the offset is -1 when the decoder does not say where."""
-    try:
-        return None, len(_validate_array(arr))
-    except (msgspec.ValidationError, RecursionError):  # e.g. a line that is a number, not an object
-        return -1, 0
-    except msgspec.DecodeError as exc:
-        m = _BYTE_POS.search(str(exc))
-        return (-1 if m is None else _seg_offset(int(m.group(1)), where, size)), 0
-
-
-def _seg_offset(at: int, where: tuple[list[int], list[bytes]] | None, size: int) -> int:
-    """Map an offset in the array built by ``_first_error`` back to the lines it came from."""
-    if where is None:
-        return min(max(at - 1, 0), size - 1)
-    starts, parts = where
-    pos = 1  # past "["
-    for start, part in zip(starts, parts, strict=True):
-        if at <= pos + len(part):  # inside this element or at the comma after it
-            return min(start + max(at - pos, 0), start + len(part))
-        pos += len(part) + 1
-    return size - 1
-
-
-_PIECE_BYTES = 16 * 1024
-
-
-def _exact_bad_spans(buf: bytes, lines: int | None) -> list[tuple[int, int]]:
-    """(start, end) of every invalid line in ``buf``, by msgspec: the judge of what is bad, and where
-    (the chunks simdjson refuses come here). A chunk that fails is searched in pieces of a few KB (whole
-    lines each, so a piece's verdict is its own): finding a bad line re-checks its piece, not the chunk."""
-    utf_ok = buf.isascii()
-    if not utf_ok:
-        try:
-            buf.decode("utf-8")
-            utf_ok = True
-        except UnicodeDecodeError:
-            pass
-    if _first_error(buf, utf_ok, lines) is None:
-        return []
-    if len(buf) <= 2 * _PIECE_BYTES:
-        return _locate_bad(buf, utf_ok)
-    out: list[tuple[int, int]] = []
-    pos, n = 0, len(buf)
-    while pos < n:
-        stop = buf.rfind(b"\n", pos, min(pos + _PIECE_BYTES, n)) + 1
-        if stop <= pos:  # one line longer than a piece
-            stop = buf.find(b"\n", pos) + 1 or n
-        piece = buf[pos:stop]
-        if _first_error(piece, utf_ok) is not None:
-            out += [(s + pos, e + pos) for s, e in _locate_bad(piece, utf_ok)]
-        pos = stop
-    return out
-
-
-def _locate_bad(buf: bytes, utf_ok: bool) -> list[tuple[int, int]]:
-    """(start, end) of every invalid line in ``buf``, which is known to hold at least one.
-
-    Where the decoder names a position, the line holding it is checked alone: bad, it is recorded, the
-    lines before it are checked again (an unclosed object swallows the comma after it and fails only in
-    the next line) and checking resumes after it; blank, it is skipped; fine alone, the range before it
-    is halved until the culprit is found.
-    """
-    bad: list[tuple[int, int]] = []
-    stack: list[tuple[int, int, bool]] = [(0, len(buf), False)]
-    while stack:
-        a, b, halve = stack.pop()
-        while a < b:
-            whole = buf if (a, b) == (0, len(buf)) else buf[a:b]
-            if halve:
-                if _first_error(whole, utf_ok) is None:
-                    break
-                off = -1
-            else:
-                off = _first_error(whole, utf_ok)
-                if off is None:
-                    break
-            if off == -1:
-                mid = buf.rfind(b"\n", a, a + (b - a) // 2) + 1
-                if mid <= a:
-                    mid = buf.find(b"\n", a, b - 1) + 1
-                if mid <= a:  # a single line: it is the bad one
-                    bad.append((a, b))
-                    break
-                stack.append((mid, b, True))
-                b, halve = mid, True
-                continue
-            at = a + off
-            ls = max(a, buf.rfind(b"\n", a, at) + 1)
-            le = buf.find(b"\n", at, b)
-            le = b if le == -1 else le + 1
-            line = buf[ls:le]
-            if not line.strip():  # a blank line: allowed, and everything before it was fine
-                a = le
-            elif _first_error(line, utf_ok) is not None:
-                bad.append((ls, le))
-                if ls > a:  # an unclosed object before it may have run on into it: check those again
-                    stack.append((a, ls, False))
-                a = le
-            else:
-                stack.append((le, b, False))
-                b, halve = le, True
-    bad.sort()
-    return bad
 
 
 _SIMD_MAX_BYTES = 2 * CHUNK_BYTES
@@ -453,7 +295,7 @@ _simd = threading.local()
 def _object_line_starts(buf: bytes) -> tuple[list[int], list[int]] | None:
     """Where each non-blank line of ``buf`` (whole lines, ending in a newline) starts, and the newline
     before each blank line; None when a line does not start with ``{`` and end with ``}`` (before an
-    optional ``\r``): not an object, blanks around it (the exact path sorts those out), or a fragment
+    optional ``\r``): not an object, blanks around it (``_bad_line_spans`` sorts those out), or a fragment
     that only parses together with its neighbours, like ``{"a":[1`` then ``{}]},1``. The first line must
     not be blank."""
     if not buf.startswith(b"{") or not buf.endswith(b"\n"):
@@ -490,24 +332,84 @@ def _simd_doc(buf: bytes, starts: list[int], blanks: list[int], arr: bytearray |
 
     simdjson checks structure *and* UTF-8 in one vectorised pass, about twice as fast as msgspec's
     skip plus a separate ``decode``; this is only the fast yes. Anything it refuses (a bad line, but
-    also JSON it is stricter about than msgspec, such as integers beyond 64 bits) goes to the exact
-    msgspec path, which alone decides what is bad and where. The caller must drop the document before
+    also JSON it is stricter about than msgspec, such as integers beyond 64 bits) goes to
+    ``_bad_line_spans``, where msgspec alone decides what is bad. The caller must drop the document before
     the next parse in this thread.
     """
     if len(buf) > _SIMD_MAX_BYTES:
         return None
-    parser = getattr(_simd, "parser", None)
-    if parser is None:  # one per thread: a parser holds its last document
-        parser = _simd.parser = simdjson.Parser(max_capacity=_SIMD_MAX_BYTES + 2)
     if arr is None:
         arr = _line_array(buf, blanks)
     try:
-        doc = parser.parse(arr)
+        doc = _simd_parser().parse(arr)
     except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
         return None
     if len(doc) != len(starts):  # e.g. ``{..},{..}`` on one line reads as two elements
         return None
     return doc
+
+
+def _simd_parser() -> Any:
+    parser = getattr(_simd, "parser", None)
+    if parser is None:  # one per thread: a parser holds its last document
+        parser = _simd.parser = simdjson.Parser(max_capacity=_SIMD_MAX_BYTES + 2)
+    return parser
+
+
+def _bad_line_spans(buf: bytes) -> list[tuple[int, int]]:
+    """(start, end before the newline) of every line of ``buf`` (whole lines) that ``_line_is_bad``
+    judges bad, in order: for a chunk the fast yes refused, without judging most lines one by one.
+
+    A line that does not look like one object (``{`` first, ``}`` last: a truncated line, say) is judged
+    alone. The others are checked by simdjson a group at a time, as one array: the fast yes of
+    ``_simd_doc`` for a group (each line starts with ``{`` and ends with ``}``, so when the array holds
+    one element per line, each line is one object). A group it refuses is halved, down to single lines,
+    which are judged alone. A chunk with a bad line or two costs one or two more passes of simdjson over
+    its bytes, where msgspec's validation of the whole chunk and then of its pieces cost several times as
+    much.
+    """
+    bad: list[tuple[int, int]] = []
+    shaped: list[tuple[int, int]] = []
+    find = buf.find
+    begins = buf.startswith
+    ends = buf.endswith
+    pos, n = 0, len(buf)
+    while pos < n:
+        le = find(b"\n", pos)
+        if le == -1:
+            le = n
+        if begins(b"{", pos) and (ends(b"}", pos, le) or ends(b"}\r", pos, le)):
+            shaped.append((pos, le))
+        elif buf[pos:le].strip() and _line_is_bad(buf[pos:le]):
+            bad.append((pos, le))
+        pos = le + 1
+    groups = [shaped] if shaped else []
+    while groups:
+        group = groups.pop()
+        if _simd_accepts(buf, group):
+            continue
+        if len(group) == 1:
+            s, e = group[0]
+            if _line_is_bad(buf[s:e]):
+                bad.append((s, e))
+            continue
+        half = len(group) // 2
+        groups += (group[half:], group[:half])
+    bad.sort()
+    return bad
+
+
+def _simd_accepts(buf: bytes, lines: list[tuple[int, int]]) -> bool:
+    """Whether simdjson reads these lines of ``buf``, joined into one array, as one element each."""
+    if sum(e - s + 1 for s, e in lines) + 1 > _SIMD_MAX_BYTES:
+        return False  # too large for one parse: the caller halves the group
+    try:
+        doc = _simd_parser().parse(b"[" + b",".join([buf[s:e] for s, e in lines]) + b"]")
+    except (ValueError, RuntimeError):
+        return False
+    ok = len(doc) == len(lines)
+    del doc  # the parser's next parse must not find a document still in use
+    return ok
 
 
 def _line_array(buf: bytes, blanks: list[int]) -> bytearray:
@@ -549,10 +451,9 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
     # whole lines: one per newline
     newlines = len(found[0]) + len(found[1]) if found is not None else _newlines(buf)
     bad_starts = set()
-    for s, e in _exact_bad_spans(buf, newlines):
-        if buf[s:e].strip():
-            bad_starts.add(s)
-            _bad(scan, where.path, line_no + buf.count(b"\n", 0, s) + 1, _reason(buf[s:e].rstrip(b"\r\n")))
+    for s, e in _bad_line_spans(buf):
+        bad_starts.add(s)
+        _bad(scan, where.path, line_no + buf.count(b"\n", 0, s) + 1, _reason(buf[s:e].rstrip(b"\r")))
     _marked_lines(buf, base, line_no, where, scan, bad_starts)
     return line_no + newlines
 
@@ -680,7 +581,7 @@ def _pointer_scan(
     """``_marked_lines`` for chunks of long lines (megabyte tool results): asking the parsed document
     where the usage blocks and edit patches are costs a few microseconds a line, searching for their
     keys costs a pass over every byte. False, having done nothing, when an element is not an object
-    (lines that only parse together): the exact path then judges the chunk.
+    (lines that only parse together): ``_bad_line_spans`` then judges the chunk.
 
     The same lines come out (tested both ways). A line whose ``message`` holds a ``usage`` key, and any
     line that could be a malformed request (no ``type``, type ``assistant``, or a type that is not a
@@ -729,7 +630,7 @@ def _handle_line(
         return
     if line is None:
         line = mm[start:stop]
-    if _first_error(line) is not None:
+    if _line_is_bad(line):
         _bad(scan, where.path, line_no, _reason(line))
         return
     if has_usage:
