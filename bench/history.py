@@ -990,19 +990,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wait-idle", type=float, default=120.0,
                         help="before each run wait up to this many seconds for other processes to go quiet")
     parser.add_argument("--json-out", type=Path, default=None,
-                        help="write every figure as JSON (default bench/results/history-<size>.json)")
+                        help="write every figure as JSON (default bench/results/history-<size>[-dense].json)")
     args = parser.parse_args(argv)
     target_bytes, label = parse_size(args.size)
     repeat = max(1, args.repeat)
     global _wait_idle_s
     _wait_idle_s = max(0.0, args.wait_idle)
-    json_out: Path = args.json_out or BENCH_DIR / "results" / f"history-{label}.json"
 
     run18 = not args.skip_ccusage18
     for version in (18, 20) if run18 else (20,):
         install_ccusage(version)  # idempotent: a version check when already installed
     if args.profile != "sparse":
         label = f"{label}-{args.profile}"
+    json_out: Path = args.json_out or BENCH_DIR / "results" / f"history-{label}.json"
     corpus = ensure_corpus(label, target_bytes, args.seed, args.profile)
     corpus.stats = preread(corpus.root)
     st = corpus.stats
