@@ -91,7 +91,7 @@ class Usage:
 
 def usage_from_wire(u: WireUsage) -> Usage:
     """The ledger's view of a wire usage block: one rule for every source (cache split included).
-    Arguments are positional: this runs once per request of every transcript read."""
+    Its objects are built with positional arguments: this runs once per request of every transcript."""
     cc = u.cache_creation
     w5, w1 = split_cache_writes(
         u.cache_creation_input_tokens,
