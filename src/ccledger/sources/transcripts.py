@@ -102,7 +102,7 @@ _DECODE_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a D
 # higher limit, every line simdjson accepts msgspec accepts too; deeper ones are bad in both.
 _NESTING_LIMIT = 3000
 _decode_assistant = msgspec.json.Decoder(_AssistantLine).decode
-_decode_assistant_array = msgspec.json.Decoder(list[_AssistantLine]).decode
+_decode_assistant_lines = msgspec.json.Decoder(_AssistantLine).decode_lines
 _decode_patch_line = msgspec.json.Decoder(_PatchLine).decode
 _decode_patch = msgspec.json.Decoder(_PatchResult).decode
 
@@ -295,9 +295,9 @@ _simd = threading.local()
 def _object_line_starts(buf: bytes) -> tuple[list[int], list[int]] | None:
     """Where each non-blank line of ``buf`` (whole lines, ending in a newline) starts, and the newline
     before each blank line; None when a line does not start with ``{`` and end with ``}`` (before an
-    optional ``\r``): not an object, blanks around it (``_bad_line_spans`` sorts those out), or a fragment
-    that only parses together with its neighbours, like ``{"a":[1`` then ``{}]},1``. The first line must
-    not be blank."""
+    optional ``\r``): not an object, or blanks around it (``_bad_line_spans`` sorts those out). Lines
+    of that shape can still be fragments that only parse together (``{"a":[{}`` then ``{}]}``): the fast
+    yes checks each line's value stands alone. The first line must not be blank."""
     if not buf.startswith(b"{") or not buf.endswith(b"\n"):
         return None
     starts = [0]
@@ -325,28 +325,91 @@ def _object_line_starts(buf: bytes) -> tuple[list[int], list[int]] | None:
         i = find(b"\n", j)
 
 
-def _simd_doc(buf: bytes, starts: list[int], blanks: list[int], arr: bytearray | None = None) -> Any:
-    """simdjson's parse of ``buf``'s lines as one array when they are certainly one JSON value each
-    (objects, as ``_object_line_starts`` made sure), else None. Blank lines are allowed: the newline
+def _simd_doc(buf: bytes, starts: list[int], blanks: list[int]) -> Any:
+    """simdjson's parse of ``buf``'s lines (each starting with ``{`` and ending with ``}``, as
+    ``_object_line_starts`` made sure) as one array, else None. Blank lines are allowed: the newline
     before each one becomes a space, so it adds no element.
 
-    simdjson checks structure *and* UTF-8 in one vectorised pass, about twice as fast as msgspec's
-    skip plus a separate ``decode``; this is only the fast yes. Anything it refuses (a bad line, but
-    also JSON it is stricter about than msgspec, such as integers beyond 64 bits) goes to
-    ``_bad_line_spans``, where msgspec alone decides what is bad. The caller must drop the document before
-    the next parse in this thread.
+    simdjson checks structure *and* UTF-8 in one vectorised pass. That the array parses with one
+    element per line does not yet mean each line is one value: ``{"a":[{}`` then ``{}]}`` parse as one
+    element once joined by a comma, and a line ``{},{}`` makes up the count. ``_clean_short_lines``
+    therefore has msgspec read the lines as lines too; this pass vouches for their UTF-8. The caller must
+    drop the document before the next parse in this thread.
     """
     if len(buf) > _SIMD_MAX_BYTES:
         return None
-    if arr is None:
-        arr = _line_array(buf, blanks)
     try:
-        doc = _simd_parser().parse(arr)
+        doc = _simd_parser().parse(_line_array(buf, blanks))
     except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
         return None
     if len(doc) != len(starts):  # e.g. ``{..},{..}`` on one line reads as two elements
         return None
     return doc
+
+
+def _clean_short_lines(buf: bytes, starts: list[int], blanks: list[int]) -> list[_AssistantLine] | None:
+    """Every line of ``buf`` decoded, when each line is one UTF-8 JSON object (the fast yes for a chunk
+    of short lines), else None: the chunk may hold a bad line (or a line that does not fit the struct,
+    such as a ``message`` that is a string), and ``_bad_line_spans`` judges it line by line.
+
+    simdjson vouches for the UTF-8 (``_simd_doc``), msgspec for the structure: it reads the chunk as
+    JSON Lines, where a newline is only whitespace, but a line that starts with ``{`` cannot continue a
+    value the line before it left open (a value, not a comma or a key, would follow a value), and a
+    line that ends with ``}`` cannot leave a string open (a raw newline is not allowed in one); so with
+    as many values as lines, each line is one value.
+    """
+    doc = _simd_doc(buf, starts, blanks)
+    if doc is None:
+        return None
+    del doc
+    try:
+        lines = _decode_assistant_lines(buf)
+    except _DECODE_ERRORS:
+        return None
+    return lines if len(lines) == len(starts) else None
+
+
+# Keys that tie each line to its value when lines are parsed together (``_keyed_values``): with a part
+# no line can know, a line cannot close its value early and pass the rest off as further lines.
+_NONCE = os.urandom(8).hex()
+_key_strs: list[str] = []
+_key_opens: list[bytes] = []
+
+
+def _keyed_values(buf: bytes, spans: list[tuple[int, int]]) -> list[Any] | None:
+    """simdjson's values of the lines ``buf[s:e]``, one per line, when each line is one UTF-8 JSON
+    value, else None. The lines are parsed as ``[{"<nonce>0":line},{"<nonce>1":line},...]``. A line
+    left open takes the next line's wrapper into its own value (or fails to parse); a line closed early
+    leaves text that either fails to parse or makes an element of its own, without the nonce key. Either
+    way some element is not the one-key object expected in its place. The caller must drop the values
+    before the next parse in this thread."""
+    n = len(spans)
+    if sum(e - s for s, e in spans) + 32 * n + 2 > _SIMD_MAX_BYTES:
+        return None  # too large for one parse
+    while len(_key_strs) < n:
+        key = f"{_NONCE}{len(_key_strs)}"
+        _key_strs.append(key)
+        _key_opens.append(f'{{"{key}":'.encode())
+    view = memoryview(buf)
+    parts: list[Any] = [b"["]
+    opens = _key_opens
+    for k, (s, e) in enumerate(spans):
+        parts += (opens[k], view[s:e], b"},")
+    parts[-1] = b"}]"
+    try:
+        doc = _simd_parser().parse(b"".join(parts))
+    except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
+        return None
+    if len(doc) != n:
+        return None
+    out = []
+    obj = _SimdObject
+    for k, key in enumerate(_key_strs[:n]):
+        el = doc[k]
+        if el.__class__ is not obj or len(el) != 1 or key not in el:
+            return None
+        out.append(el[key])
+    return out
 
 
 def _simd_parser() -> Any:
@@ -361,12 +424,10 @@ def _bad_line_spans(buf: bytes) -> list[tuple[int, int]]:
     judges bad, in order: for a chunk the fast yes refused, without judging most lines one by one.
 
     A line that does not look like one object (``{`` first, ``}`` last: a truncated line, say) is judged
-    alone. The others are checked by simdjson a group at a time, as one array: the fast yes of
-    ``_simd_doc`` for a group (each line starts with ``{`` and ends with ``}``, so when the array holds
-    one element per line, each line is one object). A group it refuses is halved, down to single lines,
-    which are judged alone. A chunk with a bad line or two costs one or two more passes of simdjson over
-    its bytes, where msgspec's validation of the whole chunk and then of its pieces cost several times as
-    much.
+    alone. The others are checked by simdjson a group at a time (``_keyed_values``); a group it refuses
+    is halved, down to single lines, which are judged alone. A chunk with a bad line or two costs one or
+    two more passes of simdjson over its bytes, where msgspec's validation of the whole chunk and then of
+    its pieces cost several times as much.
     """
     bad: list[tuple[int, int]] = []
     shaped: list[tuple[int, int]] = []
@@ -400,15 +461,11 @@ def _bad_line_spans(buf: bytes) -> list[tuple[int, int]]:
 
 
 def _simd_accepts(buf: bytes, lines: list[tuple[int, int]]) -> bool:
-    """Whether simdjson reads these lines of ``buf``, joined into one array, as one element each."""
-    if sum(e - s + 1 for s, e in lines) + 1 > _SIMD_MAX_BYTES:
-        return False  # too large for one parse: the caller halves the group
-    try:
-        doc = _simd_parser().parse(b"[" + b",".join([buf[s:e] for s, e in lines]) + b"]")
-    except (ValueError, RuntimeError):
-        return False
-    ok = len(doc) == len(lines)
-    del doc  # the parser's next parse must not find a document still in use
+    """Whether simdjson reads each of these lines of ``buf`` as one value (``_keyed_values``); too many
+    bytes for one parse is a no, and the caller halves the group."""
+    values = _keyed_values(buf, lines)
+    ok = values is not None
+    del values  # the parser's next parse must not find a document still in use
     return ok
 
 
@@ -435,17 +492,20 @@ def _newlines(buf: bytes) -> int:
 def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan) -> int:
     """Scan whole lines ``buf`` that start at file offset ``base`` and line ``line_no`` + 1."""
     found = _object_line_starts(buf) if len(buf) <= _SIMD_MAX_BYTES else None
-    arr = _line_array(buf, found[1]) if found is not None else None
-    doc = _simd_doc(buf, *found, arr) if found is not None else None
-    if doc is not None:
-        starts, blanks = found  # type: ignore[misc]
+    if found is not None:
+        starts, blanks = found
         if len(buf) >= _POINTER_LINE_BYTES * len(starts):
-            done = _pointer_scan(doc, buf, starts, base, line_no, where, scan)
-        elif _DECODE_CLEAN_CHUNKS:
-            done = _decoded_lines(arr, buf, starts, base, line_no, where, scan)  # type: ignore[arg-type]
+            values = _keyed_values(buf, [(ls, buf.find(b"\n", ls)) for ls in starts])
+            done = values is not None and _pointer_scan(values, buf, starts, base, line_no, where, scan)
+            del values
         else:
-            done = _marked_lines(buf, base, line_no, where, scan, set())
-        del doc
+            lines = _clean_short_lines(buf, starts, blanks)
+            if lines is None:
+                done = False
+            elif _DECODE_CLEAN_CHUNKS:
+                done = _decoded_lines(lines, buf, starts, base, line_no, where, scan)
+            else:
+                done = _marked_lines(buf, base, line_no, where, scan, set())
         if done:
             return line_no + len(starts) + len(blanks)
     # whole lines: one per newline
@@ -490,24 +550,18 @@ def _patch_lines(buf: bytes, where: _Where, scan: FileScan, skip: set[int]) -> N
 
 
 def _decoded_lines(
-    arr: bytearray, buf: bytes, starts: list[int], base: int, line_no: int, where: _Where, scan: FileScan
+    lines: list[_AssistantLine], buf: bytes, starts: list[int], base: int, line_no: int, where: _Where,
+    scan: FileScan,
 ) -> bool:
-    """``_marked_lines`` for a clean chunk of short lines, with every line decoded in one msgspec call:
-    with hundreds of lines per chunk, a decoder call, a key search and a few Python calls per usage line
-    cost more than decoding the chunk's lines into structs at once (content is skipped, never built).
-    False, having done nothing, when a line does not fit the struct (e.g. a ``message`` that is not an
-    object): ``_marked_lines`` then takes the chunk and judges each usage line on its own.
+    """``_marked_lines`` for a clean chunk of short lines, from every line decoded in one msgspec call
+    (``_clean_short_lines``): with hundreds of lines per chunk, a decoder call, a key search and a few
+    Python calls per usage line cost more than decoding the chunk's lines into structs at once (content
+    is skipped, never built).
 
     The same lines come out as from ``_marked_lines`` (tested): a line is offered as a request when it
     could be one (a ``message.usage``, or type ``assistant`` or none) and holds a usage block where the
     key search would find one; every other line is checked for an edit patch as there.
-    """
-    try:
-        lines = _decode_assistant_array(arr)
-    except _DECODE_ERRORS:
-        return False
-    if len(lines) != len(starts):
-        return False
+    """  # fmt: skip
     find = buf.find
     requests: set[int] = set()
     for obj, ls in zip(lines, starts, strict=True):
@@ -578,10 +632,10 @@ def _patch_line(line: bytes, where: _Where, scan: FileScan) -> None:
 def _pointer_scan(
     doc: Any, buf: bytes, starts: list[int], base: int, line_no: int, where: _Where, scan: FileScan
 ) -> bool:
-    """``_marked_lines`` for chunks of long lines (megabyte tool results): asking the parsed document
-    where the usage blocks and edit patches are costs a few microseconds a line, searching for their
-    keys costs a pass over every byte. False, having done nothing, when an element is not an object
-    (lines that only parse together): ``_bad_line_spans`` then judges the chunk.
+    """``_marked_lines`` for chunks of long lines (megabyte tool results), given each line's parsed
+    value (``_keyed_values``): asking it where the usage blocks and edit patches are costs a few
+    microseconds a line, searching for their keys costs a pass over every byte. False, having done
+    nothing, when a value is not an object: ``_bad_line_spans`` then judges the chunk.
 
     The same lines come out (tested both ways). A line whose ``message`` holds a ``usage`` key, and any
     line that could be a malformed request (no ``type``, type ``assistant``, or a type that is not a
