@@ -95,6 +95,49 @@ def test_partial_last_line_waits_and_complete_one_counts(tmp_path):
     assert summary(ledger) == (3, 110)
 
 
+def test_lines_after_a_last_line_taken_before_its_newline_keep_their_numbers(tmp_path):
+    """A complete last line is read before Claude Code writes its newline; the newline that follows
+    later ends that line, so the lines after it are numbered as a fresh read numbers them (found in
+    review: they were one too high), and text written before that newline makes the line bad."""
+    f = tmp_path / "s1.jsonl"
+    f.write_text(line("m1") + "\n" + line("m2", 9))
+    first = scan_file(f, None)
+    assert first is not None and len(first.records) == 2
+    with f.open("a") as fh:
+        fh.write("\ngarbage\n" + line("m3", 1) + "\n{bad\n")
+    resumed = scan_file(f, first.state)
+    fresh = scan_file(f, None)
+    assert resumed is not None and fresh is not None
+    assert [b.line_no for b in resumed.bad] == [b.line_no for b in fresh.bad] == [3, 5]
+    assert [r.dedupe_key for r in resumed.records] == ["msg:m3"]
+    assert resumed.state.line_no == fresh.state.line_no == 5
+    # Text appended to the line already read (no newline between): that line is now bad.
+    g = tmp_path / "s2.jsonl"
+    g.write_text(line("m1") + "\n" + line("m2", 9))
+    taken = scan_file(g, None)
+    assert taken is not None
+    with g.open("a") as fh:
+        fh.write(" x\n" + line("m4", 1) + "\n")
+    again = scan_file(g, taken.state)
+    assert again is not None
+    assert [(b.line_no, b.reason) for b in again.bad] == [(2, "text appended to a line already read")]
+    assert [r.dedupe_key for r in again.records] == ["msg:m4"] and again.state.line_no == 3
+
+
+def test_absurd_token_counts_are_bad_lines_not_a_failed_refresh(tmp_path):
+    """A count beyond what the store's integers hold (found in review: the refresh failed on it) or
+    beyond any real request is a bad line; the other requests are still stored."""
+    root, proj, ledger = setup(tmp_path)
+    huge = json.loads(line("m2"))
+    huge["message"]["usage"]["input_tokens"] = 2**64 - 1  # a uint64 that simdjson reads
+    big = json.loads(line("m3"))
+    big["message"]["usage"]["server_tool_use"] = {"web_search_requests": 10**13}
+    (proj / "s1.jsonl").write_text("\n".join([line("m1"), json.dumps(huge), json.dumps(big)]) + "\n")
+    s = refresh(ledger, BOOK, [root])
+    assert s.bad_lines == 2 and [b.line_no for b in s.bad] == [2, 3]
+    assert summary(ledger) == (1, 100)
+
+
 def test_shrunk_or_replaced_file_is_read_again(tmp_path):
     root, proj, ledger = setup(tmp_path)
     f = proj / "s1.jsonl"
@@ -212,11 +255,11 @@ def test_arbitrary_json_in_usage_shapes_never_crash(tmp_path, value):
     assert scan is not None and scan.error is None
 
 
-_GOOD = [b'{"a":1}', b"", b'{"type":"user","message":{"content":"hi \xc3\xa9"}}', b"{}", b"  ",
+_GOOD = [b'{"a":1}', b"", b" \t\r", b'{"type":"user","message":{"content":"hi \xc3\xa9"}}', b"{}", b"  ",
          b' {"lead":"space"}', b'{"x":[1,{"y":"\\n{"}]}',
          # valid JSON that simdjson refuses (beyond 64 bits, beyond a double), so the exact path decides
          b'{"n":123456789012345678901234567890}', b'{"n":1e400}', b'{"a":1}\r']
-_BAD = [b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a":"\xff"}', b'{"a":1}}', b"\x00", b"{}{}",
+_BAD = [b"\x0c", b" \x0b ", b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a":"\xff"}', b'{"a":1}}', b"\x00", b"{}{}",
         b'{"message":{"usage":{}}}}', b'{"a":1},', b'{"a":1},{"b":2}', b'{"a":1},5', b' {"a":1},3',
         b'{"a":1} 5', b"1}", b'"s"', b'{"a":"\\ud800"}']
 
@@ -261,7 +304,7 @@ def test_bad_line_search_agrees_with_judging_each_line_alone(lines):
     buf = b"".join(line + b"\n" for line in lines)
     expected, pos = [], 0
     for line in buf[:-1].split(b"\n"):
-        if line.strip() and _line_is_bad(line):
+        if line.strip(b" \t\r") and _line_is_bad(line):
             expected.append(pos)
         pos += len(line) + 1
     assert [s for s, _ in _bad_line_spans(buf)] == expected

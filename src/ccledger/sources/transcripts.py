@@ -202,6 +202,11 @@ def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
 
 
 CHUNK_BYTES = 256 * 1024
+# No request comes near a trillion tokens; a count beyond it is corrupt, and one beyond 2**63 would not fit
+# the store's integers (the whole refresh failed on it).
+_MAX_COUNT = 10**12
+# What makes a line blank (allowed, not counted): JSON's whitespace, not Python's (which adds \v and \f).
+_JSON_SPACE = b" \t\r"
 
 
 
@@ -219,7 +224,15 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
     parent_session, file_agent = _file_context(path)
     where = _Where(str(path), parent_session, file_agent)
     line_no = state.line_no
-    start_pos = pos
+    start_pos = origin = pos
+    if pos and mm[pos - 1] != 0x0A:
+        # The last run took a complete last line before its newline was written: that newline ends a
+        # line already counted, and anything written before it makes that line bad after all.
+        nl = mm.find(b"\n", pos, end)
+        if nl != -1:
+            if mm[pos:nl].strip(_JSON_SPACE):
+                _bad(scan, where.path, line_no, "text appended to a line already read")
+            pos = origin = nl + 1
     complete_end = max(pos, mm.rfind(b"\n", pos, end) + 1)
     released = pos - pos % mmap.PAGESIZE
     while pos < complete_end:
@@ -244,11 +257,11 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
         # The last line has no newline yet: take it only if it is already complete JSON, otherwise
         # Claude Code is still writing it and the next run will see it whole.
         tail = mm[complete_end:end]
-        if tail.strip() and not _line_is_bad(tail):
+        if tail.strip(_JSON_SPACE) and not _line_is_bad(tail):
             line_no += 1
             _handle_line(tail, complete_end, end, mm, where, line_no, scan)
             pos = end
-    _finish(where, scan, mm, start_pos, state.line_no)
+    _finish(where, scan, mm, origin, state.line_no)
     state.offset = pos
     state.line_no = line_no
     state.bad_lines += scan.bad_count
@@ -441,7 +454,7 @@ def _bad_line_spans(buf: bytes) -> list[tuple[int, int]]:
             le = n
         if begins(b"{", pos) and (ends(b"}", pos, le) or ends(b"}\r", pos, le)):
             shaped.append((pos, le))
-        elif buf[pos:le].strip() and _line_is_bad(buf[pos:le]):
+        elif buf[pos:le].strip(_JSON_SPACE) and _line_is_bad(buf[pos:le]):
             bad.append((pos, le))
         pos = le + 1
     groups = [shaped] if shaped else []
@@ -796,8 +809,11 @@ def _record(
     u = msg.usage
     usage = usage_from_wire(u)
     tokens = usage.tokens
-    if min(tokens.input, tokens.output, tokens.cache_write_5m, tokens.cache_write_1h, tokens.cache_read) < 0:
+    counts = (tokens.input, tokens.output, tokens.cache_write_5m, tokens.cache_write_1h, tokens.cache_read)
+    if min(counts) < 0:
         return "negative token count"
+    if max(*counts, usage.web_search_requests) > _MAX_COUNT:
+        return "token count out of range"
     return UsageRecord(
         ts=ts,
         source=SOURCE_TRANSCRIPT,
