@@ -122,6 +122,24 @@ def test_lines_after_a_last_line_taken_before_its_newline_keep_their_numbers(tmp
     assert again is not None
     assert [(b.line_no, b.reason) for b in again.bad] == [(2, "text appended to a line already read")]
     assert [r.dedupe_key for r in again.records] == ["msg:m4"] and again.state.line_no == 3
+    # An object glued to that line before any newline is part of it, not a line of its own (found in a
+    # second review: it was counted as line 3 and every later line numbered one too high).
+    h = tmp_path / "s3.jsonl"
+    h.write_text(line("m1") + "\n" + line("m2", 9))
+    taken = scan_file(h, None)
+    assert taken is not None
+    with h.open("a") as fh:
+        fh.write(line("m3", 1))
+    glued = scan_file(h, taken.state)
+    assert glued is not None and (glued.records, glued.bad, glued.bytes_read) == ([], [], 0)
+    with h.open("a") as fh:
+        fh.write("\n" + line("m4", 1) + "\n")
+    later = scan_file(h, glued.state)
+    fresh = scan_file(h, None)
+    assert later is not None and fresh is not None
+    assert [b.line_no for b in later.bad] == [b.line_no for b in fresh.bad] == [2]
+    assert [r.dedupe_key for r in later.records] == ["msg:m4"]
+    assert later.state.line_no == fresh.state.line_no == 3
 
 
 def test_absurd_token_counts_are_bad_lines_not_a_failed_refresh(tmp_path):
@@ -132,10 +150,30 @@ def test_absurd_token_counts_are_bad_lines_not_a_failed_refresh(tmp_path):
     huge["message"]["usage"]["input_tokens"] = 2**64 - 1  # a uint64 that simdjson reads
     big = json.loads(line("m3"))
     big["message"]["usage"]["server_tool_use"] = {"web_search_requests": 10**13}
-    (proj / "s1.jsonl").write_text("\n".join([line("m1"), json.dumps(huge), json.dumps(big)]) + "\n")
+    below = json.loads(line("m4"))
+    below["message"]["usage"]["server_tool_use"] = {"web_search_requests": -(10**19)}
+    # A corrupt copy of m1 must not displace the sound one, whichever is more "complete".
+    twin = json.loads(line("m1"))
+    twin["message"]["usage"]["cache_read_input_tokens"] = 10**12 + 1
+    lines = [line("m1"), json.dumps(huge), json.dumps(big), json.dumps(below), json.dumps(twin)]
+    (proj / "s1.jsonl").write_text("\n".join(lines) + "\n")
     s = refresh(ledger, BOOK, [root])
-    assert s.bad_lines == 2 and [b.line_no for b in s.bad] == [2, 3]
+    assert [b.line_no for b in s.bad] == [2, 3, 4, 5] and s.bad_lines == 4
     assert summary(ledger) == (1, 100)
+
+
+def test_a_file_emptied_while_it_is_read_is_a_warning(tmp_path, monkeypatch):
+    """Truncated to nothing between the size check and the mapping, a file is reported, not a crash."""
+    from ccledger.sources import transcripts
+
+    def emptied(*args, **kwargs):
+        raise ValueError("cannot mmap an empty file")
+
+    monkeypatch.setattr(transcripts.mmap, "mmap", emptied)
+    f = tmp_path / "s1.jsonl"
+    f.write_text(line("m1") + "\n")
+    scan = scan_file(f, None)
+    assert scan is not None and scan.error == "the file was emptied while being read"
 
 
 def test_shrunk_or_replaced_file_is_read_again(tmp_path):

@@ -186,7 +186,11 @@ def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
             if size == 0:
                 state.head_hash, state.offset = "0:", 0
                 return FileScan(state)
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            try:
+                mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except ValueError:  # emptied since fstat: the next run sees it shrunk and reads it again
+                return FileScan(state, error="the file was emptied while being read")
+            with mapped as mm:
                 if start:
                     n = int(state.head_hash.split(":", 1)[0] or 0)
                     if n == 0 or _head_hash(mm, n) != state.head_hash:
@@ -202,8 +206,7 @@ def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
 
 
 CHUNK_BYTES = 256 * 1024
-# No request comes near a trillion tokens; a count beyond it is corrupt, and one beyond 2**63 would not fit
-# the store's integers (the whole refresh failed on it).
+# No request comes near a trillion tokens or searches: a count beyond it is corrupt (``_count_problem``).
 _MAX_COUNT = 10**12
 # What makes a line blank (allowed, not counted): JSON's whitespace, not Python's (which adds \v and \f).
 _JSON_SPACE = b" \t\r"
@@ -227,9 +230,12 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
     start_pos = origin = pos
     if pos and mm[pos - 1] != 0x0A:
         # The last run took a complete last line before its newline was written: that newline ends a
-        # line already counted, and anything written before it makes that line bad after all.
+        # line already counted, and anything written before it makes that line bad after all. Until the
+        # newline comes, the new bytes are that line's, not a line of their own.
         nl = mm.find(b"\n", pos, end)
-        if nl != -1:
+        if nl == -1:
+            end = pos
+        else:
             if mm[pos:nl].strip(_JSON_SPACE):
                 _bad(scan, where.path, line_no, "text appended to a line already read")
             pos = origin = nl + 1
@@ -750,6 +756,9 @@ def _offer(obj: _AssistantLine, at: int, scan: FileScan) -> str | None:
     if not key:
         return "assistant line without message.id or requestId"
     u = msg.usage
+    why = _count_problem(u)
+    if why is not None:
+        return why  # before the duplicates compete: a corrupt copy must not displace a sound one
     size = (u.input_tokens or 0) + (u.output_tokens or 0) + (u.cache_creation_input_tokens or 0)
     size += u.cache_read_input_tokens or 0
     if u.server_tool_use is not None:
@@ -757,6 +766,21 @@ def _offer(obj: _AssistantLine, at: int, scan: FileScan) -> str | None:
     prev = scan.pending.get(key)
     if prev is None or size > prev[0]:
         scan.pending[key] = (size, obj, -at - 1)  # negative: an offset that _finish turns into a line
+    return None
+
+
+def _count_problem(u: Any) -> str | None:
+    """Why a usage block's counts cannot be a request's: negative, or beyond any real request (beyond
+    2**63 they would not even fit the store's integers)."""
+    cc, stu = u.cache_creation, u.server_tool_use
+    for value in (
+        u.input_tokens, u.output_tokens, u.cache_creation_input_tokens, u.cache_read_input_tokens,
+        cc.ephemeral_5m_input_tokens if cc is not None else None,
+        cc.ephemeral_1h_input_tokens if cc is not None else None,
+        stu.web_search_requests if stu is not None else None,
+    ):  # fmt: skip
+        if value is not None and not 0 <= value <= _MAX_COUNT:
+            return "negative count" if value < 0 else "count out of range"
     return None
 
 
@@ -809,11 +833,6 @@ def _record(
     u = msg.usage
     usage = usage_from_wire(u)
     tokens = usage.tokens
-    counts = (tokens.input, tokens.output, tokens.cache_write_5m, tokens.cache_write_1h, tokens.cache_read)
-    if min(counts) < 0:
-        return "negative token count"
-    if max(*counts, usage.web_search_requests) > _MAX_COUNT:
-        return "token count out of range"
     return UsageRecord(
         ts=ts,
         source=SOURCE_TRANSCRIPT,
