@@ -70,6 +70,26 @@ def test_old_usage_without_split_is_all_5m_and_web_search_priced(gw):
     assert row["cost_nanos"] == expected_nanos(input=10, output=20, w5=500, searches=3)
 
 
+def test_counts_an_upstream_got_wrong_are_clamped_and_flagged_not_a_poisoned_batch(gw):
+    """A negative count, or one beyond the store's integers, must not fail the batch it is written in
+    (and every spool replay after it): the row is stored with its counts brought into range, flagged,
+    and the requests beside it are stored as usual."""
+    key = gw.user("alice")
+    usage = {"input_tokens": 2**64 - 1, "output_tokens": -5, "cache_creation_input_tokens": 0,
+             "cache_read_input_tokens": 0, "server_tool_use": {"web_search_requests": 10**13}}
+    with gw.client(key) as c:
+        c.post("/v1/messages", content=body(), headers={"x-fake-usage": json.dumps(usage)})
+        c.post("/v1/messages", content=body())
+    rows = sorted(gw.rows(), key=lambda r: r["input_tokens"])
+    assert len(rows) == 2 and gw.state.writer.spooled == 0
+    normal, wrong = rows
+    assert normal["cost_nanos"] == DEFAULT_COST and normal["extra"] is None
+    # Into range: at most 10**9 tokens of a kind and 10**6 searches, the ledger's stated limits.
+    assert (wrong["input_tokens"], wrong["output_tokens"], wrong["web_search_requests"]) == (10**9, 0, 10**6)
+    assert json.loads(wrong["extra"]) == {"usage_out_of_range": "1"}
+    assert wrong["cost_nanos"] == expected_nanos(input=10**9, searches=10**6)
+
+
 def test_mid_stream_error_costs_nothing_and_releases(gw):
     key = gw.user("alice")
     with gw.client(key) as c:

@@ -144,17 +144,18 @@ def test_lines_after_a_last_line_taken_before_its_newline_keep_their_numbers(tmp
 
 def test_absurd_token_counts_are_bad_lines_not_a_failed_refresh(tmp_path):
     """A count beyond what the store's integers hold (found in review: the refresh failed on it) or
-    beyond any real request is a bad line; the other requests are still stored."""
+    beyond any real request (10**9 tokens of a kind, 10**6 searches) is a bad line; the other requests
+    are still stored."""
     root, proj, ledger = setup(tmp_path)
     huge = json.loads(line("m2"))
     huge["message"]["usage"]["input_tokens"] = 2**64 - 1  # a uint64 that simdjson reads
     big = json.loads(line("m3"))
-    big["message"]["usage"]["server_tool_use"] = {"web_search_requests": 10**13}
+    big["message"]["usage"]["server_tool_use"] = {"web_search_requests": 10**6 + 1}
     below = json.loads(line("m4"))
     below["message"]["usage"]["server_tool_use"] = {"web_search_requests": -(10**19)}
     # A corrupt copy of m1 must not displace the sound one, whichever is more "complete".
     twin = json.loads(line("m1"))
-    twin["message"]["usage"]["cache_read_input_tokens"] = 10**12 + 1
+    twin["message"]["usage"]["cache_read_input_tokens"] = 10**9 + 1
     lines = [line("m1"), json.dumps(huge), json.dumps(big), json.dumps(below), json.dumps(twin)]
     (proj / "s1.jsonl").write_text("\n".join(lines) + "\n")
     s = refresh(ledger, BOOK, [root])

@@ -16,6 +16,10 @@ from ccledger.core.money import from_nanos
 SOURCE_TRANSCRIPT = "transcript"
 SOURCE_GATEWAY = "gateway"
 SYNTHETIC_MODEL = "<synthetic>"
+# Counts no request comes near (a context window holds ~10**6 tokens): beyond them a usage block is corrupt.
+# Kept low enough that a row's cost, and the sum of many such rows in a report cell, fit 64-bit integers.
+MAX_TOKENS = 10**9
+MAX_WEB_SEARCHES = 10**6
 
 
 @dataclass(slots=True, frozen=True)

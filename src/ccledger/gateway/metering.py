@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ccledger.core.pricing import PriceBook
-from ccledger.core.records import SOURCE_GATEWAY, UsageRecord
+from ccledger.core.records import MAX_TOKENS, MAX_WEB_SEARCHES, SOURCE_GATEWAY, TokenCounts, UsageRecord
 from ccledger.sources.anthropic_usage import Usage
 from ccledger.store.identity import Principal
 from ccledger.store.ledger import PricedRow, price_record
@@ -48,6 +48,9 @@ def build_row(
     the developer's local history lands once in a shared ledger."""
     dedupe = "msg:" + message_id if message_id else "req:" + (upstream_request_id or gateway_request_id)
     extra: dict[str, str] = {}
+    usage, clamped = _within_range(usage)
+    if clamped:
+        extra["usage_out_of_range"] = "1"
     if len(principal.group_ids) > 1:
         extra["group_ids"] = ",".join(principal.group_ids)
     if aborted:
@@ -75,3 +78,21 @@ def build_row(
         extra=extra,
     )
     return price_record(book, rec)
+
+
+def _within_range(usage: Usage) -> tuple[Usage, bool]:
+    """The usage with every count brought into range (``MAX_TOKENS``, ``MAX_WEB_SEARCHES``), and
+    whether one had to be.
+
+    Why: the request happened and must be recorded, but a count an upstream got wrong (negative, or
+    beyond 2**63) would fail the whole batch in the store, and then every replay of the spool behind it.
+    Clamped, the row is stored, flagged in ``extra``, and priced at the largest believable amount, which
+    trips spend limits rather than slipping past them."""
+    t = usage.tokens
+    tokens = (t.input, t.output, t.cache_write_5m, t.cache_write_1h, t.cache_read)
+    searches = usage.web_search_requests
+    if all(0 <= c <= MAX_TOKENS for c in tokens) and 0 <= searches <= MAX_WEB_SEARCHES:
+        return usage, False
+    fixed = TokenCounts(*(min(max(c, 0), MAX_TOKENS) for c in tokens))
+    searches = min(max(searches, 0), MAX_WEB_SEARCHES)
+    return Usage(fixed, searches, usage.service_tier, usage.inference_geo, usage.speed), True

@@ -30,7 +30,14 @@ from typing import Any, TypeVar
 import msgspec
 import simdjson
 
-from ccledger.core.records import SOURCE_TRANSCRIPT, SYNTHETIC_MODEL, FileCursor, UsageRecord
+from ccledger.core.records import (
+    MAX_TOKENS,
+    MAX_WEB_SEARCHES,
+    SOURCE_TRANSCRIPT,
+    SYNTHETIC_MODEL,
+    FileCursor,
+    UsageRecord,
+)
 from ccledger.sources.anthropic_usage import WireMessage, usage_from_wire
 from ccledger.sources.transcript_files import (
     BadLine,
@@ -206,8 +213,6 @@ def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
 
 
 CHUNK_BYTES = 256 * 1024
-# No request comes near a trillion tokens or searches: a count beyond it is corrupt (``_count_problem``).
-_MAX_COUNT = 10**12
 # What makes a line blank (allowed, not counted): JSON's whitespace, not Python's (which adds \v and \f).
 _JSON_SPACE = b" \t\r"
 
@@ -770,16 +775,17 @@ def _offer(obj: _AssistantLine, at: int, scan: FileScan) -> str | None:
 
 
 def _count_problem(u: Any) -> str | None:
-    """Why a usage block's counts cannot be a request's: negative, or beyond any real request (beyond
-    2**63 they would not even fit the store's integers)."""
+    """Why a usage block's counts cannot be a request's: negative, or beyond any real one (beyond 2**63
+    they would not even fit the store's integers)."""
     cc, stu = u.cache_creation, u.server_tool_use
-    for value in (
-        u.input_tokens, u.output_tokens, u.cache_creation_input_tokens, u.cache_read_input_tokens,
-        cc.ephemeral_5m_input_tokens if cc is not None else None,
-        cc.ephemeral_1h_input_tokens if cc is not None else None,
-        stu.web_search_requests if stu is not None else None,
+    for value, most in (
+        (u.input_tokens, MAX_TOKENS), (u.output_tokens, MAX_TOKENS),
+        (u.cache_creation_input_tokens, MAX_TOKENS), (u.cache_read_input_tokens, MAX_TOKENS),
+        (cc.ephemeral_5m_input_tokens if cc is not None else None, MAX_TOKENS),
+        (cc.ephemeral_1h_input_tokens if cc is not None else None, MAX_TOKENS),
+        (stu.web_search_requests if stu is not None else None, MAX_WEB_SEARCHES),
     ):  # fmt: skip
-        if value is not None and not 0 <= value <= _MAX_COUNT:
+        if value is not None and not 0 <= value <= most:
             return "negative count" if value < 0 else "count out of range"
     return None
 
