@@ -20,15 +20,15 @@ def use_lookup(monkeypatch: Any, lookup: str) -> None:
 
 
 def count_decoded_chunks(monkeypatch: Any) -> list[bool]:
-    """What each call of ``_decoded_lines`` returned (True: it read the chunk), to show a test reached it."""
+    """A True for each chunk ``_decoded_lines`` read, to show a test reached it."""
     from ccledger.sources import transcripts
 
     seen: list[bool] = []
     real = transcripts._decoded_lines
 
-    def spy(*args: Any) -> bool:
-        seen.append(real(*args))
-        return seen[-1]
+    def spy(*args: Any) -> None:
+        real(*args)
+        seen.append(True)
 
     monkeypatch.setattr(transcripts, "_decoded_lines", spy)
     return seen

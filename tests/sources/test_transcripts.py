@@ -308,12 +308,7 @@ _BAD = [b"\x0c", b" \x0b ", b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a
 def test_bulk_validation_finds_exactly_the_bad_lines(spec):
     """Chunk validation must single out every bad line, even one that only fails beside others (two
     fragments that form one value, an unterminated line that runs on into the next)."""
-    from ccledger.sources.transcripts import (
-        _bad_line_spans,
-        _clean_short_lines,
-        _keyed_values,
-        _object_line_starts,
-    )
+    from ccledger.sources.transcripts import _bad_line_spans, _clean_short_lines, _keyed_values, _object_lines
 
     lines = [(_BAD if bad else _GOOD)[i % (len(_BAD) if bad else len(_GOOD))] for bad, i in spec]
     buf = b"".join(line + b"\n" for line in lines)
@@ -325,12 +320,13 @@ def test_bulk_validation_finds_exactly_the_bad_lines(spec):
     assert [s for s, _ in _bad_line_spans(buf)] == expected
     assert [buf[s:e] for s, e in _bad_line_spans(buf)] == [lines[k] for k, (bad, _) in enumerate(spec) if bad]
     # The fast yes a chunk takes first (either kind) may only say yes to a chunk without bad lines.
-    found = _object_line_starts(buf)
+    found = _object_lines(buf)
     if found is not None:
-        spans = [(s, buf.find(b"\n", s)) for s in found[0]]
-        for yes in (_clean_short_lines(buf, *found) is not None, _keyed_values(buf, spans) is not None):
+        starts, ends, blanks = found
+        short = _clean_short_lines(buf, len(starts), blanks) is not None
+        for yes in (short, _keyed_values(buf, list(zip(starts, ends, strict=True))) is not None):
             if yes:
-                assert expected == [] and len(found[0]) + len(found[1]) == len(lines)
+                assert expected == [] and len(starts) + len(blanks) == len(lines)
 
 
 @settings(max_examples=200, deadline=None)

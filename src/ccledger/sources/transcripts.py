@@ -217,7 +217,6 @@ CHUNK_BYTES = 256 * 1024
 _JSON_SPACE = b" \t\r"
 
 
-
 @dataclass(slots=True)
 class _Where:
     path: str
@@ -293,15 +292,16 @@ def _line_is_bad(line: bytes) -> bool:
     return False
 
 
-def _as_array(seg: bytes) -> bytearray:
-    """``[line,line,...]`` with the same offsets as ``seg`` (shifted by one), in two copies of the chunk."""
+def _line_array(buf: bytes, blanks: list[int]) -> bytearray:
+    """``buf`` (whole lines, ending in a newline) as ``[line,line,...]``: each newline becomes a comma,
+    the last one the closing bracket, and the newline before each blank line a space, so that every
+    non-blank line is one element; offsets shift by one."""
     arr = bytearray(b"[")
-    arr += seg
+    arr += buf
     arr = arr.replace(b"\n", b",")
-    if seg.endswith(b"\n"):
-        arr[-1] = 0x5D  # the last newline becomes "]"
-    else:
-        arr.append(0x5D)
+    arr[-1] = 0x5D  # "]"
+    for i in blanks:
+        arr[i + 1] = 0x20
     return arr
 
 
@@ -316,17 +316,20 @@ _DECODE_CLEAN_CHUNKS = True
 _simd = threading.local()
 
 
-def _object_line_starts(buf: bytes) -> tuple[list[int], list[int]] | None:
-    """Where each non-blank line of ``buf`` (whole lines, ending in a newline) starts, and the newline
-    before each blank line; None when a line does not start with ``{`` and end with ``}`` (before an
-    optional ``\r``): not an object, or blanks around it (``_bad_line_spans`` sorts those out). Lines
-    of that shape can still be fragments that only parse together (``{"a":[{}`` then ``{}]}``): the fast
-    yes checks each line's value stands alone. The first line must not be blank."""
+def _object_lines(buf: bytes) -> tuple[list[int], list[int], list[int]] | None:
+    """Where each non-blank line of ``buf`` (whole lines, ending in a newline) starts and ends (its
+    newline), and the newline before each blank line; None when a line does not start with ``{`` and
+    end with ``}`` (before an optional ``\r``): not an object, or blanks around it (``_bad_line_spans``
+    sorts those out). Lines of that shape can still be fragments that only parse together (``{"a":[{}``
+    then ``{}]}``): the fast yes checks each line's value stands alone. The first line must not be
+    blank."""
     if not buf.startswith(b"{") or not buf.endswith(b"\n"):
         return None
     starts = [0]
+    line_ends: list[int] = []
     blanks: list[int] = []
     add = starts.append
+    add_end = line_ends.append
     begins = buf.startswith
     ends = buf.endswith
     find = buf.find
@@ -335,62 +338,58 @@ def _object_line_starts(buf: bytes) -> tuple[list[int], list[int]] | None:
     while True:
         if not (ends(b"}", 0, i) or ends(b"}\r", 0, i)):
             return None
+        add_end(i)
         if i >= end:
-            return starts, blanks
+            return starts, line_ends, blanks
         j = i + 1
         while begins(b"\n", j):  # blank lines
             blanks.append(j - 1)
             j += 1
         if j > end:
-            return starts, blanks
+            return starts, line_ends, blanks
         if not begins(b"{", j):
             return None
         add(j)
         i = find(b"\n", j)
 
 
-def _simd_doc(buf: bytes, starts: list[int], blanks: list[int]) -> Any:
-    """simdjson's parse of ``buf``'s lines (each starting with ``{`` and ending with ``}``, as
-    ``_object_line_starts`` made sure) as one array, else None. Blank lines are allowed: the newline
-    before each one becomes a space, so it adds no element.
+def _simd_array_ok(buf: bytes, lines: int, blanks: list[int]) -> bool:
+    """Whether simdjson parses the ``lines`` lines of ``buf`` (each starting with ``{`` and ending with
+    ``}``, as ``_object_lines`` made sure) as one array of as many elements. Blank lines are allowed:
+    the newline before each one becomes a space, so it adds no element.
 
     simdjson checks structure *and* UTF-8 in one vectorised pass. That the array parses with one
     element per line does not yet mean each line is one value: ``{"a":[{}`` then ``{}]}`` parse as one
     element once joined by a comma, and a line ``{},{}`` makes up the count. ``_clean_short_lines``
-    therefore has msgspec read the lines as lines too; this pass vouches for their UTF-8. The caller must
-    drop the document before the next parse in this thread.
+    therefore has msgspec read the lines as lines too; this pass vouches for their UTF-8.
     """
     if len(buf) > _SIMD_MAX_BYTES:
-        return None
+        return False
     try:
         doc = _simd_parser().parse(_line_array(buf, blanks))
     except (ValueError, RuntimeError):  # UnicodeDecodeError is a ValueError
-        return None
-    if len(doc) != len(starts):  # e.g. ``{..},{..}`` on one line reads as two elements
-        return None
-    return doc
+        return False
+    return len(doc) == lines  # e.g. ``{..},{..}`` on one line reads as two elements
 
 
-def _clean_short_lines(buf: bytes, starts: list[int], blanks: list[int]) -> list[_AssistantLine] | None:
+def _clean_short_lines(buf: bytes, lines: int, blanks: list[int]) -> list[_AssistantLine] | None:
     """Every line of ``buf`` decoded, when each line is one UTF-8 JSON object (the fast yes for a chunk
     of short lines), else None: the chunk may hold a bad line (or a line that does not fit the struct,
     such as a ``message`` that is a string), and ``_bad_line_spans`` judges it line by line.
 
-    simdjson vouches for the UTF-8 (``_simd_doc``), msgspec for the structure: it reads the chunk as
+    simdjson vouches for the UTF-8 (``_simd_array_ok``), msgspec for the structure: it reads the chunk as
     JSON Lines, where a newline is only whitespace, but a line that starts with ``{`` cannot continue a
     value the line before it left open (a value, not a comma or a key, would follow a value), and a
     line that ends with ``}`` cannot leave a string open (a raw newline is not allowed in one); so with
     as many values as lines, each line is one value.
     """
-    doc = _simd_doc(buf, starts, blanks)
-    if doc is None:
+    if not _simd_array_ok(buf, lines, blanks):
         return None
-    del doc
     try:
-        lines = _decode_assistant_lines(buf)
+        decoded = _decode_assistant_lines(buf)
     except _DECODE_ERRORS:
         return None
-    return lines if len(lines) == len(starts) else None
+    return decoded if len(decoded) == lines else None
 
 
 # Keys that tie each line to its value when lines are parsed together (``_keyed_values``): with a part
@@ -493,14 +492,6 @@ def _simd_accepts(buf: bytes, lines: list[tuple[int, int]]) -> bool:
     return ok
 
 
-def _line_array(buf: bytes, blanks: list[int]) -> bytearray:
-    """``_as_array`` with each blank line's newline turned into a space: one element per line."""
-    arr = _as_array(buf)
-    for i in blanks:
-        arr[i + 1] = 0x20  # offsets in the array are one more than in buf
-    return arr
-
-
 def _newlines(buf: bytes) -> int:
     """``buf.count(b"\\n")``, faster: ``count`` tests every byte (~5 instructions a byte, a tenth of the
     reader's whole cost), while ``find`` of one byte is ``memchr``; lines are hundreds of bytes long."""
@@ -515,25 +506,29 @@ def _newlines(buf: bytes) -> int:
 
 def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan) -> int:
     """Scan whole lines ``buf`` that start at file offset ``base`` and line ``line_no`` + 1."""
-    found = _object_line_starts(buf) if len(buf) <= _SIMD_MAX_BYTES else None
+    found = _object_lines(buf) if len(buf) <= _SIMD_MAX_BYTES else None
     if found is not None:
-        starts, blanks = found
+        starts, ends, blanks = found
+        done = True
         if len(buf) >= _POINTER_LINE_BYTES * len(starts):
-            values = _keyed_values(buf, [(ls, buf.find(b"\n", ls)) for ls in starts])
-            done = values is not None and _pointer_scan(values, buf, starts, base, line_no, where, scan)
+            values = _keyed_values(buf, list(zip(starts, ends, strict=True)))
+            if values is None:
+                done = False
+            else:
+                _pointer_scan(values, buf, starts, ends, base, line_no, where, scan)
             del values
         else:
-            lines = _clean_short_lines(buf, starts, blanks)
+            lines = _clean_short_lines(buf, len(starts), blanks)
             if lines is None:
                 done = False
             elif _DECODE_CLEAN_CHUNKS:
-                done = _decoded_lines(lines, buf, starts, base, line_no, where, scan)
+                _decoded_lines(lines, buf, starts, ends, base, line_no, where, scan)
             else:
-                done = _marked_lines(buf, base, line_no, where, scan, set())
+                _marked_lines(buf, base, line_no, where, scan, set())
         if done:
             return line_no + len(starts) + len(blanks)
     # whole lines: one per newline
-    newlines = len(found[0]) + len(found[1]) if found is not None else _newlines(buf)
+    newlines = len(found[0]) + len(found[2]) if found is not None else _newlines(buf)
     bad_starts = set()
     for s, e in _bad_line_spans(buf):
         bad_starts.add(s)
@@ -544,7 +539,7 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
 
 def _marked_lines(
     buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan, bad_starts: set[int]
-) -> bool:
+) -> None:
     """Decode the lines that carry a usage block or an edit patch, found by searching for their keys."""
     find = buf.find
     rfind = buf.rfind
@@ -557,7 +552,6 @@ def _marked_lines(
             usage_lines.add(ls)
         i = _usage_block_at(buf, le, len(buf))
     _patch_lines(buf, where, scan, bad_starts | usage_lines if bad_starts else usage_lines)
-    return True
 
 
 def _patch_lines(buf: bytes, where: _Where, scan: FileScan, skip: set[int]) -> None:
@@ -574,9 +568,9 @@ def _patch_lines(buf: bytes, where: _Where, scan: FileScan, skip: set[int]) -> N
 
 
 def _decoded_lines(
-    lines: list[_AssistantLine], buf: bytes, starts: list[int], base: int, line_no: int, where: _Where,
-    scan: FileScan,
-) -> bool:
+    lines: list[_AssistantLine], buf: bytes, starts: list[int], ends: list[int], base: int, line_no: int,
+    where: _Where, scan: FileScan,
+) -> None:
     """``_marked_lines`` for a clean chunk of short lines, from every line decoded in one msgspec call
     (``_clean_short_lines``): with hundreds of lines per chunk, a decoder call, a key search and a few
     Python calls per usage line cost more than decoding the chunk's lines into structs at once (content
@@ -586,15 +580,13 @@ def _decoded_lines(
     could be one (a ``message.usage``, or type ``assistant`` or none) and holds a usage block where the
     key search would find one; every other line is checked for an edit patch as there.
     """  # fmt: skip
-    find = buf.find
     requests: set[int] = set()
-    for obj, ls in zip(lines, starts, strict=True):
+    for obj, ls, le in zip(lines, starts, ends, strict=True):
         msg = obj.message
         if msg is None or msg.usage is None:
             kind = obj.type
             if kind is not None and kind != "assistant":
                 continue
-        le = find(b"\n", ls)
         if _usage_block_at(buf, ls, le) == -1:
             continue
         why = _offer(obj, base + ls, scan)
@@ -602,7 +594,6 @@ def _decoded_lines(
             _bad(scan, where.path, line_no + buf.count(b"\n", 0, ls) + 1, why)
         requests.add(ls)
     _patch_lines(buf, where, scan, requests)
-    return True
 
 
 def _usage_block_at(buf: bytes, start: int, end: int) -> int:
@@ -654,12 +645,12 @@ def _patch_line(line: bytes, where: _Where, scan: FileScan) -> None:
 
 
 def _pointer_scan(
-    doc: Any, buf: bytes, starts: list[int], base: int, line_no: int, where: _Where, scan: FileScan
-) -> bool:
+    values: list[Any], buf: bytes, starts: list[int], ends: list[int], base: int, line_no: int,
+    where: _Where, scan: FileScan,
+) -> None:
     """``_marked_lines`` for chunks of long lines (megabyte tool results), given each line's parsed
-    value (``_keyed_values``): asking it where the usage blocks and edit patches are costs a few
-    microseconds a line, searching for their keys costs a pass over every byte. False, having done
-    nothing, when a value is not an object: ``_bad_line_spans`` then judges the chunk.
+    object (``_keyed_values``): asking it where the usage blocks and edit patches are costs a few
+    microseconds a line, searching for their keys costs a pass over every byte.
 
     The same lines come out (tested both ways). A line whose ``message`` holds a ``usage`` key, and any
     line that could be a malformed request (no ``type``, type ``assistant``, or a type that is not a
@@ -668,35 +659,29 @@ def _pointer_scan(
     reads the first, msgspec the last).
     """
     obj = _SimdObject
-    for k in range(len(starts)):
-        if doc[k].__class__ is not obj:
-            return False
     # Membership tests and hits cost ~0.05 us; a missing key costs ~2 us (simdjson raises inside), so
     # every lookup is guarded by ``in``.
-    find = buf.find
-    for k, ls in enumerate(starts):
-        el = doc[k]
+    for el, ls, le in zip(values, starts, ends, strict=True):
         msg = el["message"] if "message" in el else None  # noqa: SIM401 (``get`` raises inside on a miss)
         if msg.__class__ is obj and "usage" in msg:
             suspect = True
         else:
             kind = el["type"] if "type" in el else None  # noqa: SIM401
             suspect = kind is None or kind == "assistant" or kind.__class__ is not str
-        if suspect:
-            le = find(b"\n", ls)
-            if _usage_block_at(buf, ls, le) != -1 and _usage_line(buf, ls, le, base, line_no, where, scan):
-                continue
+        found = suspect and _usage_block_at(buf, ls, le) != -1
+        if found and _usage_line(buf, ls, le, base, line_no, where, scan):
+            continue
         if "toolUseResult" in el:
             result = el["toolUseResult"]
             if result.__class__ is obj and "structuredPatch" in result:
-                _patch_line(buf[ls : find(b"\n", ls)], where, scan)
-    return True
+                _patch_line(buf[ls:le], where, scan)
 
 
 def _handle_line(
     line: bytes | None, start: int, stop: int, mm: mmap.mmap, where: _Where, line_no: int, scan: FileScan
 ) -> None:
-    """One line on its own: the unterminated last line, or an oversized one (read in place)."""
+    """One line on its own: the unterminated last line, already judged good, or an oversized one
+    (``line`` None: read in place)."""
     has_usage = mm.find(_USAGE_MARK, start, stop) != -1 or mm.find(_USAGE_MARK_SPACED, start, stop) != -1
     if line is None and not has_usage:
         # Oversized and without usage (file-history snapshots, huge tool results): check its shape in
@@ -708,9 +693,9 @@ def _handle_line(
         return
     if line is None:
         line = mm[start:stop]
-    if _line_is_bad(line):
-        _bad(scan, where.path, line_no, _reason(line))
-        return
+        if _line_is_bad(line):
+            _bad(scan, where.path, line_no, _reason(line))
+            return
     if has_usage:
         is_request, why = _request_verdict(line, start, scan)
         if why is not None:
