@@ -579,7 +579,7 @@ def _decoded_lines(
     The same lines come out as from ``_marked_lines`` (tested): a line is offered as a request when it
     could be one (a ``message.usage``, or type ``assistant`` or none) and holds a usage block where the
     key search would find one; every other line is checked for an edit patch as there.
-    """  # fmt: skip
+    """
     requests: set[int] = set()
     for obj, ls, le in zip(lines, starts, ends, strict=True):
         msg = obj.message
