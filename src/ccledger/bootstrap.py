@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+
+import msgspec
 
 from ccledger.core.pricing import PriceBook
 from ccledger.settings import Settings, claude_config_dirs
@@ -19,11 +20,10 @@ def build_price_book(settings: Settings) -> PriceBook:
     )
 
 
-@dataclass
-class App:
+class App(msgspec.Struct):
     settings: Settings
     book: PriceBook
-    _ledger: Ledger | None = field(default=None, repr=False)
+    _ledger: Ledger | None = None
 
     @property
     def ledger(self) -> Ledger:

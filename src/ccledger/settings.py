@@ -1,6 +1,6 @@
 """Configuration for the local ledger: one place, from CCLEDGER_* environment variables and flags.
 
-A plain dataclass rather than pydantic-settings: every report starts by building this, and importing
+A plain struct rather than pydantic-settings: every report starts by building this, and importing
 pydantic costs ~0.2 s, a quarter of a warm ``ccledger daily``. The gateway, a long-running server, uses
 pydantic-settings for its richer TOML configuration (``gateway.config``).
 """
@@ -8,8 +8,9 @@ pydantic-settings for its richer TOML configuration (``gateway.config``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 
 def default_data_dir() -> Path:
@@ -39,14 +40,17 @@ def claude_config_dirs() -> list[Path]:
     return dirs
 
 
-@dataclass
-class Settings:
-    db: str = field(default_factory=lambda: os.environ.get("CCLEDGER_DB") or default_db_url())
-    price_files: list[Path] = field(default_factory=lambda: _env_paths("CCLEDGER_PRICE_FILES"))
+class Settings(msgspec.Struct):
+    db: str = msgspec.field(default_factory=lambda: os.environ.get("CCLEDGER_DB") or default_db_url())
+    price_files: list[Path] = msgspec.field(default_factory=lambda: _env_paths("CCLEDGER_PRICE_FILES"))
     # USD/MTok for models the book does not know (never free; default $5/$25)
-    fallback_input: str | None = field(default_factory=lambda: os.environ.get("CCLEDGER_FALLBACK_INPUT"))
-    fallback_output: str | None = field(default_factory=lambda: os.environ.get("CCLEDGER_FALLBACK_OUTPUT"))
-    extra_paths: list[Path] = field(default_factory=list)  # more transcript roots (--path)
+    fallback_input: str | None = msgspec.field(default_factory=lambda: _env("CCLEDGER_FALLBACK_INPUT"))
+    fallback_output: str | None = msgspec.field(default_factory=lambda: _env("CCLEDGER_FALLBACK_OUTPUT"))
+    extra_paths: list[Path] = msgspec.field(default_factory=list)  # more transcript roots (--path)
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name)
 
 
 def _env_paths(name: str) -> list[Path]:

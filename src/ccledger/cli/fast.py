@@ -13,8 +13,9 @@ both paths print the same documents and tables.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 REPORTS = ("daily", "weekly", "monthly", "session")
 _GLOBAL_VALUES = {"--db", "--path"}
@@ -23,15 +24,14 @@ _VALUES = {"--since", "--until", "--tz", "--project"}
 _FLAGS = {"--breakdown", "-b", "--json", "--csv"}
 
 
-@dataclass
-class FastCall:
+class FastCall(msgspec.Struct):
     command: str
     db: str | None = None
-    paths: list[Path] = field(default_factory=list)
+    paths: list[Path] = msgspec.field(default_factory=list)
     refresh: bool = True
     verbose: bool = False
-    values: dict[str, str] = field(default_factory=dict)
-    flags: set[str] = field(default_factory=set)
+    values: dict[str, str] = msgspec.field(default_factory=dict)
+    flags: set[str] = msgspec.field(default_factory=set)
 
 
 def _split(args: list[str], values: set[str], flags: set[str]) -> list[tuple[str, str | None]] | None:

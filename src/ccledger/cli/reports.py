@@ -9,10 +9,11 @@ empty result go to stderr in that case so the document on stdout stays parseable
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
+
+import msgspec
 
 from ccledger.reports import render, tables
 from ccledger.reports.aggregate import (
@@ -39,8 +40,7 @@ if TYPE_CHECKING:
     from ccledger.store.ledger import RollupRow
 
 
-@dataclass
-class ReportOptions:
+class ReportOptions(msgspec.Struct):
     since: date | None = None  # inclusive local dates
     until: date | None = None
     tz: str | None = None  # IANA name; None = local zone

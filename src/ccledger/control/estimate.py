@@ -15,9 +15,10 @@ Two policies, because a cap can be hard or soft (spend-limits.md §C2):
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
+
+import msgspec
 
 from ccledger.control.counters.base import AdmitMode
 from ccledger.core.pricing import PriceBook
@@ -42,8 +43,7 @@ class UnboundedRequest(ValueError):
     """The strict estimator cannot bound the request's cost; the message says what the client must add."""
 
 
-@dataclass(frozen=True, slots=True)
-class RequestShape:
+class RequestShape(msgspec.Struct, frozen=True):
     """What the gateway knows about a request before sending it upstream.
 
     ``body_bytes`` is the size of the JSON body as received; ``max_tokens`` as the client asked (the API

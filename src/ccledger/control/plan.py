@@ -21,12 +21,12 @@ Choices the source leaves open, and ours:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class Band:
+
+class Band(msgspec.Struct, frozen=True):
     """One row of the table: teams of up to ``max_users`` (None: no upper end)."""
 
     max_users: int | None
@@ -68,8 +68,7 @@ def band_index(users: int) -> int:
     raise AssertionError("the last band is open-ended")
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """Recommended limits for a team; ``tpm_per_user``/``rpm_per_user`` are the suggested figures and
     ``org_tpm``/``org_rpm`` the pooled totals to request (users × suggestion)."""
 

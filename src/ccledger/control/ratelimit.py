@@ -31,10 +31,11 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import NamedTuple
+
+import msgspec
 
 from ccledger.control.counters.base import (
     BucketCheck,
@@ -54,8 +55,7 @@ def tpm_tokens(tokens: TokenCounts) -> int:
     return tokens.input + tokens.cache_write + tokens.output
 
 
-@dataclass(frozen=True, slots=True)
-class RateLimits:
+class RateLimits(msgspec.Struct, frozen=True):
     """Per-minute limits; None means unlimited in that dimension. Fractional RPM is allowed (the team
     table goes down to 0.25): the request bucket holds at least one token so such a user still gets a
     request every 60/rpm seconds."""
@@ -73,8 +73,7 @@ class PoolMode(StrEnum):
     HARD = "hard"
 
 
-@dataclass(frozen=True, slots=True)
-class RatePolicy:
+class RatePolicy(msgspec.Struct, frozen=True):
     """Limits in force. ``org`` None derives the pool as ``users`` × ``per_user`` (no pool when
     ``users`` is 0 and ``org`` unset, or ``pool_mode`` None)."""
 
@@ -82,7 +81,7 @@ class RatePolicy:
     users: int = 0
     org: RateLimits | None = None
     pool_mode: PoolMode | None = PoolMode.BORROW
-    overrides: Mapping[str, RateLimits] = field(default_factory=dict)
+    overrides: Mapping[str, RateLimits] = msgspec.field(default_factory=dict)
 
     def user_limits(self, user_id: str) -> RateLimits:
         return self.overrides.get(user_id, self.per_user)
@@ -115,8 +114,7 @@ def _tpm_spec(key: str, tpm: int) -> BucketSpec:
     return BucketSpec(key, float(tpm), tpm / 60.0)
 
 
-@dataclass(frozen=True, slots=True)
-class _Buckets:
+class _Buckets(msgspec.Struct, frozen=True):
     rpm: BucketSpec | None
     tpm: BucketSpec | None
 
@@ -234,8 +232,7 @@ _TOK_NAMES = _names("tokens")
 _PLANS_CACHE_SIZE = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class _UserPlan:
+class _UserPlan(msgspec.Struct, frozen=True):
     """Everything one user's admissions and token debits need from the policy: bucket specs, the
     alternatives to check, the debits, which buckets the headers show. Derived once per user and scope
     (until the policy changes) so a request builds no specs, keys or checks."""

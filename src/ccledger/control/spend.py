@@ -23,6 +23,8 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
+import msgspec
+
 from ccledger.control.counters.base import (
     AdmitMode,
     BucketDebit,
@@ -50,8 +52,7 @@ T = TypeVar("T")
 # --- caps and their resolution ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class EffectiveCap:
+class EffectiveCap(msgspec.Struct, frozen=True):
     """The cap in force for one period and where it came from (``source_type`` None: no cap anywhere)."""
 
     amount_cents: Decimal | None
@@ -191,8 +192,7 @@ class PeriodUsage(NamedTuple):
         return 1.0 if self.cap_nanos == 0 else self.used_nanos / self.cap_nanos
 
 
-@dataclass(frozen=True, slots=True)
-class CapHit:
+class CapHit(msgspec.Struct, frozen=True):
     """A cap that refused the request. ``transient``: it refused only because of other requests still in
     flight (their settlement may free room before the period resets)."""
 
@@ -281,8 +281,7 @@ def _counter(scope: str, ident: str) -> str:
     return f"user:{ident}" if scope == USER else f"key:{ident}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Slot:
+class _Slot(msgspec.Struct, frozen=True):
     """One counter/period a principal's requests touch; the request's amount is not part of it, so the
     slots are built once per principal and UTC day (``SpendGuard._shells``) and reused."""
 
@@ -299,8 +298,7 @@ class _Slot:
         return ReserveItem(self.counter, self.period_key, amount_nanos, self.cap_nanos)
 
 
-@dataclass(frozen=True, slots=True)
-class _Shell:
+class _Shell(msgspec.Struct, frozen=True):
     """A principal's slots for one UTC day, their targets, and which of them are capped (the only ones
     admission reports usage for)."""
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
+
+import msgspec
 
 from ccledger.core.periods import PERIODS
 
 SCOPE_TYPES = ("organization", "rbac_group", "user", "api_key")
 
 
-@dataclass(frozen=True, slots=True)
-class SpendLimit:
+class SpendLimit(msgspec.Struct, frozen=True):
     """One cap: ``amount_cents`` None is unlimited, 0 blocks everything. ``scope_id`` is the user's OIDC
     sub, the IdP group name or the key id; None for ``organization``."""
 

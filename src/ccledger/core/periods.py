@@ -7,9 +7,10 @@ no reset job that could be missed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 PERIODS = ("daily", "weekly", "monthly")
 BLOCK_HOURS = 5
@@ -71,8 +72,7 @@ def bucket_label(period: str, ts: datetime, tz: tzinfo, week_start: int = 0) -> 
     return start.strftime("%Y-%m") if period == "monthly" else start.date().isoformat()
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(msgspec.Struct, frozen=True):
     """A 5-hour usage window as Claude subscribers are limited by: it opens at the hour of its first
     request and lasts five hours; a request after it closes opens the next one."""
 

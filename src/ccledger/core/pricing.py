@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from ccledger.core.records import SYNTHETIC_MODEL, TokenCounts
 
@@ -27,8 +28,7 @@ class PriceBookError(ValueError):
     """The price file is malformed; raised at load so a bad file never prices anything silently."""
 
 
-@dataclass(frozen=True, slots=True)
-class Rates:
+class Rates(msgspec.Struct, frozen=True):
     """USD per MTok for each token kind."""
 
     input: Decimal
@@ -71,8 +71,7 @@ class Rates:
         return tuple(out)  # type: ignore[return-value]
 
 
-@dataclass(frozen=True, slots=True)
-class PricePeriod:
+class PricePeriod(msgspec.Struct, frozen=True):
     start: datetime | None
     end: datetime | None
     base: Rates
@@ -85,8 +84,7 @@ class PricePeriod:
         return (self.start is None or ts >= self.start) and (self.end is None or ts < self.end)
 
 
-@dataclass(frozen=True, slots=True)
-class ModelEntry:
+class ModelEntry(msgspec.Struct, frozen=True):
     key: str
     name: str
     ids: tuple[str, ...]
@@ -104,8 +102,7 @@ class ModelEntry:
         return self.periods[0] if self.periods[0].start and ts < self.periods[0].start else self.periods[-1]
 
 
-@dataclass(frozen=True, slots=True)
-class Quote:
+class Quote(msgspec.Struct, frozen=True):
     """The price of one request and how it was reached (reports show the flags)."""
 
     cost_nanos: int
@@ -221,21 +218,20 @@ def _parse_model(data: Mapping[str, Any]) -> ModelEntry:
     )
 
 
-@dataclass
-class PriceBook:
+class PriceBook(msgspec.Struct):
     """Resolves model ids and prices usage. Build it with ``PriceBook.load``."""
 
     models: dict[str, ModelEntry]
-    aliases: dict[str, str] = field(default_factory=dict)
-    fallback: Rates = field(
+    aliases: dict[str, str] = msgspec.field(default_factory=dict)
+    fallback: Rates = msgspec.field(
         default_factory=lambda: Rates.from_mapping({"input": "5", "output": "25"}, "fallback")
     )
     multiplier: Decimal = Decimal(1)
     version: str = ""
-    _index: dict[str, str] = field(default_factory=dict, repr=False)
-    _resolved: dict[str, str | None] = field(default_factory=dict, repr=False)
-    _rate_cache: dict[tuple[Any, ...], tuple[int, ...]] = field(default_factory=dict, repr=False)
-    _regional_ids: dict[str, bool] = field(default_factory=dict, repr=False)
+    _index: dict[str, str] = msgspec.field(default_factory=dict)
+    _resolved: dict[str, str | None] = msgspec.field(default_factory=dict)
+    _rate_cache: dict[tuple[Any, ...], tuple[int, ...]] = msgspec.field(default_factory=dict)
+    _regional_ids: dict[str, bool] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._rebuild_index()

@@ -7,9 +7,10 @@ repriced when the price book changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+
+import msgspec
 
 from ccledger.core.money import from_nanos
 
@@ -22,8 +23,7 @@ MAX_TOKENS = 10**9
 MAX_WEB_SEARCHES = 10**6
 
 
-@dataclass(slots=True, frozen=True)
-class TokenCounts:
+class TokenCounts(msgspec.Struct, frozen=True):
     """The four billed token kinds, with cache writes split by TTL because 1h writes cost 2x input."""
 
     input: int = 0
@@ -69,8 +69,7 @@ def split_cache_writes(total: int | None, split_5m: int | None, split_1h: int | 
     return max(split_5m or 0, total - w1h), w1h
 
 
-@dataclass(slots=True)
-class UsageRecord:
+class UsageRecord(msgspec.Struct):
     """One priced request. ``dedupe_key`` is what makes every write idempotent across sources and retries."""
 
     ts: datetime  # tz-aware UTC
@@ -99,14 +98,14 @@ class UsageRecord:
     lines_removed: int = 0
     cost_nanos: int | None = None  # None until priced; see core.money for why integers
     unknown_model: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = msgspec.field(default_factory=dict)
 
     @property
     def cost(self) -> Decimal | None:
         return None if self.cost_nanos is None else from_nanos(self.cost_nanos)
 
     def priced(self, cost_nanos: int, unknown_model: bool) -> UsageRecord:
-        return replace(self, cost_nanos=cost_nanos, unknown_model=unknown_model)
+        return msgspec.structs.replace(self, cost_nanos=cost_nanos, unknown_model=unknown_model)
 
     @property
     def completeness(self) -> int:
@@ -114,8 +113,7 @@ class UsageRecord:
         return self.tokens.total + self.web_search_requests
 
 
-@dataclass(slots=True)
-class FileCursor:
+class FileCursor(msgspec.Struct):
     """How far a source file has been read: its identity (device:inode), a hash of its first bytes (to
     notice a rewrite in place), its size and mtime when read, and the offset and line number just past
     the last complete line. Sources update it; the store keeps it between runs."""

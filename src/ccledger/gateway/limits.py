@@ -15,9 +15,10 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from ccledger.control.admission import admit_together
 from ccledger.control.counters.base import Counters
@@ -36,13 +37,12 @@ from ccledger.store.ledger import Ledger, to_ms
 log = logging.getLogger("ccledger.gateway.limits")
 
 
-@dataclass(slots=True)
-class Rejection:
+class Rejection(msgspec.Struct):
     status: int
     err_type: str
     message: str
     limit: str  # metrics label: spend | spend_unavailable | unbounded | rpm | tpm
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    headers: list[tuple[bytes, bytes]] = msgspec.field(default_factory=list)
 
 
 class Ticket:

@@ -6,8 +6,9 @@ which session/agent, which client version, how long, and the price at the respon
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+
+import msgspec
 
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import MAX_TOKENS, MAX_WEB_SEARCHES, SOURCE_GATEWAY, TokenCounts, UsageRecord
@@ -16,8 +17,7 @@ from ccledger.store.identity import Principal
 from ccledger.store.ledger import PricedRow, price_record
 
 
-@dataclass(slots=True)
-class Attribution:
+class Attribution(msgspec.Struct):
     """Request facts read from headers before forwarding (never from the body)."""
 
     session_id: str = ""

@@ -12,9 +12,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from ccledger.control.counters.base import BucketDebit, Counters
 from ccledger.control.ratelimit import RateDecision, RateLimits, RatePolicy
@@ -24,8 +25,7 @@ from ccledger.core.records import TokenCounts
 log = logging.getLogger("ccledger.gateway.ratelimits")
 
 
-@dataclass(slots=True)
-class RateTicket:
+class RateTicket(msgspec.Struct):
     """An admitted request's rate-limit side: whose tokens to debit, and the decision its headers show
     (formatted only when the response needs them)."""
 

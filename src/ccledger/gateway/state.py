@@ -7,9 +7,10 @@ The admin routes (``gateway.admin``) receive this object as their ``ctx`` and us
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from ccledger.control.counters.base import Counters
 from ccledger.control.spend import SpendGuard
@@ -28,8 +29,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class GatewayState:
+class GatewayState(msgspec.Struct):
     settings: GatewaySettings
     book: PriceBook
     ledger: Ledger
@@ -43,11 +43,11 @@ class GatewayState:
     clock: Callable[[], datetime] = utc_now
     upstream_base: str = ""
     upstream_credential: tuple[str, str] | None = None
-    upstream: UpstreamPool = field(default=None)  # type: ignore[assignment]  # set at startup
+    upstream: UpstreamPool = None  # type: ignore[assignment]  # set at startup
     limits_version: int = -1
     # Called by the admin API after a mutation, so this worker enforces a new cap on the next request.
     on_limits_changed: Callable[[], Awaitable[Any]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property
     def guard(self) -> SpendGuard:

@@ -17,24 +17,25 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from ccledger.core.records import TokenCounts, UsageRecord
 from ccledger.store.ledger import Ledger, PricedRow
 
 log = logging.getLogger("ccledger.gateway.writer")
 
-_RECORD_FIELDS = {f.name for f in fields(UsageRecord)}
+_RECORD_FIELDS = set(UsageRecord.__struct_fields__)
 # Rows per slice of a batch write: the writer thread yields the CPU between slices, so a request that
 # arrives mid-batch waits for one slice, not the whole batch (``Ledger.write_yielding``).
 WRITE_SLICE = 16
 
 
 def row_to_json(row: PricedRow) -> str:
-    rec = asdict(row.record)
+    rec = msgspec.to_builtins(row.record)  # nested: tokens become an object
     rec["ts"] = row.record.ts.isoformat()
     return json.dumps(
         {"record": rec, "model_key": row.model_key, "long_context": row.long_context}, separators=(",", ":")

@@ -9,8 +9,9 @@ local date once and cached, so the per-row loop is dict lookups and integer addi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
+
+import msgspec
 
 from ccledger.core.records import TokenCounts
 from ccledger.store.ledger import RollupRow
@@ -30,8 +31,7 @@ def model_name(keys: tuple[str, ...], at: int = 0) -> str:
     return keys[at] or keys[at + 1]
 
 
-@dataclass(slots=True)
-class Totals:
+class Totals(msgspec.Struct):
     """Running sums for one report cell. Mutable ints: summing is the hot loop of every report."""
 
     requests: int = 0
@@ -90,13 +90,12 @@ class Totals:
         return TokenCounts(self.input, self.output, self.cache_write_5m, self.cache_write_1h, self.cache_read)
 
 
-@dataclass(slots=True)
-class Group:
+class Group(msgspec.Struct):
     """One report row (a period, a session, a block) with its per-model sums for ``--breakdown``."""
 
     key: str
-    totals: Totals = field(default_factory=Totals)
-    models: dict[str, Totals] = field(default_factory=dict)
+    totals: Totals = msgspec.field(default_factory=Totals)
+    models: dict[str, Totals] = msgspec.field(default_factory=dict)
     project: str = ""  # sessions only
 
     def add(self, model: str, r: RollupRow) -> None:
@@ -128,8 +127,7 @@ def groups_from_cells(cells: dict[tuple[str, str], Totals]) -> dict[str, Group]:
     return groups
 
 
-@dataclass(slots=True)
-class Report:
+class Report(msgspec.Struct):
     """What every renderer takes: rows, the grand total and the models priced at the fallback rate."""
 
     kind: str  # daily | weekly | monthly | session | blocks

@@ -14,8 +14,9 @@ the same rate for the rest of the block: ``projected = used + rate × (block end
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+import msgspec
 
 from ccledger.core.periods import BLOCK_HOURS, Block, assign_blocks
 from ccledger.reports.aggregate import Group, Totals, grand_total, model_name, unknown_models
@@ -25,8 +26,7 @@ BLOCK_MS = BLOCK_HOURS * 3_600_000
 MIN_ELAPSED_MS = 60_000
 
 
-@dataclass(slots=True)
-class BurnRate:
+class BurnRate(msgspec.Struct):
     """The active block's pace and where it ends up if the pace holds."""
 
     elapsed_ms: int  # first request → now
@@ -42,8 +42,7 @@ class BurnRate:
         return None if not self.token_limit else 100.0 * self.projected_tokens / self.token_limit
 
 
-@dataclass(slots=True)
-class BlockRow:
+class BlockRow(msgspec.Struct):
     """A block (``gap=False``) or the idle stretch between two blocks (``gap=True``, no usage)."""
 
     start_ms: int
@@ -58,8 +57,7 @@ class BlockRow:
         return self.group.totals
 
 
-@dataclass(slots=True)
-class BlocksReport:
+class BlocksReport(msgspec.Struct):
     rows: list[BlockRow]
     totals: Totals
     unknown_models: list[str]

@@ -15,8 +15,9 @@ difference, not a formatting one. The formatting rules reproduced here:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+
+import msgspec
 
 from ccledger.core.pricing import normalise_model_id
 from ccledger.core.records import SYNTHETIC_MODEL
@@ -32,15 +33,14 @@ class SessionLookupError(LookupError):
     """No session, or several, match what the user typed; the message says which."""
 
 
-@dataclass(slots=True)
-class SessionCost:
+class SessionCost(msgspec.Struct):
     session_id: str
     first_ms: int
     last_ms: int
     api_duration_ms: int | None
     lines_added: int
     lines_removed: int
-    models: dict[str, Totals] = field(default_factory=dict)  # raw model id -> sums
+    models: dict[str, Totals] = msgspec.field(default_factory=dict)  # raw model id -> sums
 
     @property
     def cost_nanos(self) -> int:

@@ -12,7 +12,6 @@ are cumulative, never summed).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import msgspec
 
@@ -78,8 +77,7 @@ _event_decoder = msgspec.json.Decoder(_Event)
 _delta_decoder = msgspec.json.Decoder(_DeltaEvent)
 
 
-@dataclass(slots=True)
-class Usage:
+class Usage(msgspec.Struct):
     """What one response reported, in the ledger's token kinds plus the pricing modifiers."""
 
     tokens: TokenCounts
@@ -108,8 +106,7 @@ def usage_from_wire(u: WireUsage) -> Usage:
     )
 
 
-@dataclass(slots=True)
-class ParsedMessage:
+class ParsedMessage(msgspec.Struct):
     message_id: str | None
     model: str | None
     usage: Usage | None

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from ccledger.core.records import FileCursor
 
@@ -88,20 +89,18 @@ def pending(
 # --- what a refresh did ----------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class BadLine:
+class BadLine(msgspec.Struct):
     path: str
     line_no: int
     reason: str
 
 
-@dataclass
-class RefreshStats:
+class RefreshStats(msgspec.Struct):
     files_seen: int = 0
     files_read: int = 0
     bytes_read: int = 0
     records: int = 0
     bad_lines: int = 0
-    bad: list[BadLine] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    dirs: list[Path] = field(default_factory=list)
+    bad: list[BadLine] = msgspec.field(default_factory=list)
+    errors: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    dirs: list[Path] = msgspec.field(default_factory=list)

@@ -22,7 +22,6 @@ import mmap
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -117,8 +116,7 @@ _decode_patch = msgspec.json.Decoder(_PatchResult).decode
 # --- results ---------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class PatchCount:
+class PatchCount(msgspec.Struct):
     line_key: str
     session_id: str
     ts: datetime
@@ -126,18 +124,17 @@ class PatchCount:
     removed: int
 
 
-@dataclass(slots=True)
-class FileScan:
+class FileScan(msgspec.Struct):
     state: FileCursor
-    records: list[UsageRecord] = field(default_factory=list)
-    patches: list[PatchCount] = field(default_factory=list)
-    bad: list[BadLine] = field(default_factory=list)
+    records: list[UsageRecord] = msgspec.field(default_factory=list)
+    patches: list[PatchCount] = msgspec.field(default_factory=list)
+    bad: list[BadLine] = msgspec.field(default_factory=list)
     bad_count: int = 0
     bytes_read: int = 0
     error: str | None = None
     # The most complete line seen so far per request key, with its file offset: records are built once
     # per request at the end of the file, not once per streamed line.
-    pending: dict[str, tuple[int, _AssistantLine, int]] = field(default_factory=dict)
+    pending: dict[str, tuple[int, _AssistantLine, int]] = msgspec.field(default_factory=dict)
 
 
 def _file_context(path: Path) -> tuple[str | None, str | None]:
@@ -217,8 +214,7 @@ CHUNK_BYTES = 256 * 1024
 _JSON_SPACE = b" \t\r"
 
 
-@dataclass(slots=True)
-class _Where:
+class _Where(msgspec.Struct):
     path: str
     parent_session: str | None
     file_agent: str | None

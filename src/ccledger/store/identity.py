@@ -24,11 +24,11 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
 from sqlalchemy import BigInteger, Engine, Text, and_, cast, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
@@ -64,8 +64,7 @@ class Invalid(IdentityError, ValueError):
     """A malformed argument: unknown scope or period, bad amount, unknown cursor (400)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
+class Principal(msgspec.Struct, frozen=True):
     """The authenticated caller of the gateway: what every usage record is attributed to."""
 
     user_id: str

@@ -19,9 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from ccledger.core.pricing import PriceBook, Quote
 from ccledger.core.records import FileCursor, TokenCounts, UsageRecord
@@ -58,8 +59,7 @@ def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-@dataclass(slots=True)
-class PricedRow:
+class PricedRow(msgspec.Struct):
     """A record plus the price-book facts that are not part of the record itself."""
 
     record: UsageRecord
@@ -103,8 +103,7 @@ def _row(r: UsageRecord, model_key: str | None, long_context: bool) -> tuple[obj
     )  # fmt: skip
 
 
-@dataclass(slots=True)
-class CodeChange:
+class CodeChange(msgspec.Struct):
     line_key: str
     session_id: str
     ts_ms: int
@@ -112,8 +111,7 @@ class CodeChange:
     lines_removed: int
 
 
-@dataclass(slots=True)
-class RollupRow:
+class RollupRow(msgspec.Struct):
     """Sums for one (bucket, group...) cell of a report query."""
 
     bucket_ms: int

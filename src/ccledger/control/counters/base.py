@@ -31,10 +31,11 @@ read atomically with the reservation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import NamedTuple, Protocol
+
+import msgspec
 
 from ccledger.core.periods import PERIODS, utc_period
 
@@ -170,8 +171,7 @@ def period_key_end(period_key: str) -> datetime | None:
 # --- token buckets ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class BucketSpec:
+class BucketSpec(msgspec.Struct, frozen=True):
     """A continuously refilling bucket: ``refill_per_s`` tokens a second up to ``capacity``.
 
     The spec travels with every call instead of living in the store, so a changed limit takes effect on

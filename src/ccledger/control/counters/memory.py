@@ -17,8 +17,9 @@ import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+
+import msgspec
 
 from ccledger.control.counters.base import (
     AdmitMode,
@@ -46,15 +47,13 @@ _SETTLED, _RELEASED, _EXPIRED = "settled", "released", "expired"
 _EMPTY = CounterState()  # immutable: every never-touched counter reads as this one instance
 
 
-@dataclass(slots=True)
-class _Slot:
+class _Slot(msgspec.Struct):
     spent: int = 0
     reserved: int = 0
     live: bool = True  # False once its period was pruned: a lease still holding it must look up anew
 
 
-@dataclass(slots=True)
-class _Lease:
+class _Lease(msgspec.Struct):
     """A live reservation: the counters it holds room on (the slot objects themselves, so dropping the
     holds needs no lookups; a slot whose period was pruned meanwhile is detached, and decrementing it
     changes nothing that is read), the items that reserved there (amounts, and the counters by name where
@@ -71,15 +70,13 @@ class _Lease:
         return tuple(SpendTarget(i.counter, i.period_key) for i in self.items)
 
 
-@dataclass(slots=True)
-class _Finished:
+class _Finished(msgspec.Struct):
     state: str
     targets: tuple[SpendTarget, ...]
     forget_at: float
 
 
-@dataclass(slots=True)
-class _Bucket:
+class _Bucket(msgspec.Struct):
     level: float
     updated_at: float
     full_at: float
