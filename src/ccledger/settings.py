@@ -8,12 +8,31 @@ pydantic-settings for its richer TOML configuration (``gateway.config``).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import msgspec
 
 
+def _xdg_dir(var: str, default: str) -> Path | None:
+    """``$var/ccledger``, else ``$HOME/<default>/ccledger``: the XDG rule platformdirs applies on Linux
+    (a variable that is unset, empty or relative is ignored), answered without importing it (~7 ms, a
+    twentieth of a warm report). None off Linux or without an absolute ``HOME``: ask platformdirs."""
+    if sys.platform != "linux":
+        return None
+    base = os.environ.get(var, "")
+    if not base.startswith("/"):
+        home = os.environ.get("HOME", "")
+        if not home.startswith("/"):
+            return None
+        base = os.path.join(home, default)
+    return Path(base) / "ccledger"
+
+
 def default_data_dir() -> Path:
+    found = _xdg_dir("XDG_DATA_HOME", ".local/share")
+    if found is not None:
+        return found
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("ccledger", appauthor=False))
@@ -23,10 +42,17 @@ def default_db_url() -> str:
     return f"sqlite:///{default_data_dir() / 'ledger.db'}"
 
 
-def default_price_files() -> list[Path]:
+def default_config_dir() -> Path:
+    found = _xdg_dir("XDG_CONFIG_HOME", ".config")
+    if found is not None:
+        return found
     from platformdirs import user_config_dir
 
-    return [Path(user_config_dir("ccledger", appauthor=False)) / "prices.toml"]
+    return Path(user_config_dir("ccledger", appauthor=False))
+
+
+def default_price_files() -> list[Path]:
+    return [default_config_dir() / "prices.toml"]
 
 
 def claude_config_dirs() -> list[Path]:

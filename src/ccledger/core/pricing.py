@@ -8,7 +8,6 @@ once per record (see ``core.money``).
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -19,6 +18,7 @@ import msgspec
 
 from ccledger.core.records import SYNTHETIC_MODEL, TokenCounts
 
+SNAPSHOT = Path(__file__).with_name("prices.json")  # prices.toml as JSON, written by core.price_snapshot
 WEB_SEARCH_USD = Decimal("0.01")  # $10 per 1,000 searches (PRICING)
 _PICO_PER_USD_PER_MTOK = 1_000_000  # $1/MTok == 1e6 pico-dollars per token
 _KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
@@ -255,11 +255,13 @@ class PriceBook(msgspec.Struct):
         fallback_output: Decimal | None = None,
     ) -> PriceBook:
         """The shipped book, then each user file on top (later files win), then fallback overrides."""
-        # Beside this module (not importlib.resources: that import alone is ~15 ms of every report).
-        text = Path(__file__).with_name("prices.toml").read_bytes()
-        book = cls.from_toml(tomllib.loads(text.decode()))
+        # Beside this module (not importlib.resources: that import alone is ~15 ms of every report), and
+        # as its JSON snapshot (``core.price_snapshot``): importing tomllib and parsing the TOML cost ~7 ms.
+        book = cls.from_toml(msgspec.json.decode(SNAPSHOT.read_bytes()))
         for path in user_files:
             if path.is_file():
+                import tomllib
+
                 try:
                     data = tomllib.loads(path.read_text(encoding="utf-8"))
                 except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

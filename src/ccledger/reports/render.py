@@ -60,7 +60,6 @@ CSV (``--csv``): a header row, then one row per period/session/block — per (ro
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Sequence
@@ -263,6 +262,8 @@ def _sum_cells(t: Totals) -> list[object]:
 
 def _csv(header: list[str], rows: list[list[object]]) -> str:
     buf = io.StringIO()
+    import csv
+
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ccledger.core.periods import get_zone
 
@@ -21,7 +20,7 @@ def resolve_zone(name: str | None) -> tzinfo:
     if name:
         try:
             return get_zone(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError; not imported for UTC
             raise ValueError(f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin") from None
     return _local_zone()
 
@@ -31,8 +30,10 @@ def _local_zone() -> tzinfo:
     if env:
         try:
             return get_zone(env)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (KeyError, ValueError):
             pass
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     localtime = Path("/etc/localtime")
     try:
         target = str(localtime.resolve())
