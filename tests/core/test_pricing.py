@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ccledger.core.money import from_nanos, to_nanos
 from ccledger.core.pricing import PriceBook, PriceBookError, normalise_model_id
@@ -182,3 +184,34 @@ def test_bedrock_regional_endpoints_cost_ten_percent_more_from_claude_4_5(model,
     base = BOOK.resolve(model).periods[-1].base
     tokens = usd(10_000, str(base.input)) + usd(1_000, str(base.output))
     assert q.cost == tokens * Decimal(factor) + Decimal("0.01")
+
+
+_SONNET_45 = ("3", "15", "3.75", "6", "0.30")  # claude-sonnet-4-5, base tier (PRICING)
+
+
+@given(
+    # (input, output, cache write 5m, 1h, cache read): the four prompt kinds sum to under 200k
+    tokens=st.tuples(st.integers(0, 49_999), st.integers(0, 150_000), *[st.integers(0, 49_999)] * 3),
+    web=st.integers(0, 50),
+    batch=st.booleans(),
+    regional=st.booleans(),
+    multiplier=st.sampled_from([None, "1", "0.85", "1.2"]),
+)
+@settings(max_examples=200, deadline=None)
+def test_quote_matches_the_published_rates_with_every_modifier(tmp_path_factory, tokens, web, batch, regional,
+                                                               multiplier):  # fmt: skip
+    """The plain request (no modifier, the default multiplier) takes a short path in ``quote``; both
+    paths must agree with the published rates. Prompts stay under 200k, so the base tier applies."""
+    book = BOOK
+    if multiplier is not None:
+        f = tmp_path_factory.mktemp("m") / "prices.toml"
+        f.write_text(f'multiplier = "{multiplier}"\n')
+        book = PriceBook.load([f])
+    counts = TokenCounts(*tokens)
+    model = "us.anthropic.claude-sonnet-4-5-20250929-v1:0" if regional else "claude-sonnet-4-5-20250929"
+    q = book.quote(model, NOV, counts, web_search_requests=web, service_tier="batch" if batch else None)
+    token_usd = sum(usd(n, rate) for n, rate in zip(tokens, _SONNET_45, strict=True))
+    token_usd *= (Decimal("0.5") if batch else 1) * (Decimal("1.1") if regional else 1)
+    want = (token_usd + Decimal(web) * Decimal("0.01")) * Decimal(multiplier or 1)
+    assert q.cost_nanos == to_nanos(want)
+    assert not q.unknown and not q.long_context

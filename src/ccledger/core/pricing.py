@@ -20,6 +20,7 @@ from ccledger.core.records import SYNTHETIC_MODEL, TokenCounts
 
 SNAPSHOT = Path(__file__).with_name("prices.json")  # prices.toml as JSON, written by core.price_snapshot
 WEB_SEARCH_USD = Decimal("0.01")  # $10 per 1,000 searches (PRICING)
+_ONE = Decimal(1)  # the default multiplier: ``quote`` skips the fraction arithmetic when it is this object
 _PICO_PER_USD_PER_MTOK = 1_000_000  # $1/MTok == 1e6 pico-dollars per token
 _KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 
@@ -226,7 +227,7 @@ class PriceBook(msgspec.Struct):
     fallback: Rates = msgspec.field(
         default_factory=lambda: Rates.from_mapping({"input": "5", "output": "25"}, "fallback")
     )
-    multiplier: Decimal = Decimal(1)
+    multiplier: Decimal = _ONE
     version: str = ""
     _index: dict[str, str] = msgspec.field(default_factory=dict)
     _resolved: dict[str, str | None] = msgspec.field(default_factory=dict)
@@ -366,8 +367,9 @@ class PriceBook(msgspec.Struct):
                     chosen, tag = period.fast_long_context, "fast-lc"
             elif speed == "fast" and period.fast is not None:
                 chosen, tag = period.fast, "fast"
-            rates = self._pico_for((entry.key, period.start, tag), chosen)
-            geo = entry.geo_premium and (inference_geo or "").lower() == "us"
+            key = (entry.key, period.start, tag)
+            rates = self._rate_cache.get(key) or self._pico_for(key, chosen)
+            geo = entry.geo_premium and inference_geo is not None and inference_geo.lower() == "us"
             regional = entry.regional_premium and self._regional(model)
         token_pico = (
             tokens.input * rates[0]
@@ -376,19 +378,24 @@ class PriceBook(msgspec.Struct):
             + tokens.cache_write_1h * rates[3]
             + tokens.cache_read * rates[4]
         )
+        web_pico = web_search_requests * 10_000_000_000  # $0.01 == 1e10 pico-dollars
+        multiplier = self.multiplier
+        if not (geo or regional or service_tier) and multiplier is _ONE:
+            # The usual request: no modifier, so pico -> nano is the only division.
+            return Quote(_div_half_even(token_pico + web_pico, 1000), None if entry is None else entry.key,
+                         entry is None, long_context)
         # Token modifiers as an exact fraction num/den: batch halves, US residency adds 10%.
         num, den = 1, 1
-        if (service_tier or "").lower() == "batch":
+        if service_tier is not None and service_tier.lower() == "batch":
             den *= 2
         if geo:
             num, den = num * 11, den * 10
         if regional:
             num, den = num * 11, den * 10
-        web_pico = web_search_requests * 10_000_000_000  # $0.01 == 1e10 pico-dollars
         numerator = token_pico * num + web_pico * den
         denominator = den * 1000  # pico -> nano
-        if self.multiplier != 1:
-            m_num, m_den = self.multiplier.as_integer_ratio()
+        if multiplier != 1:
+            m_num, m_den = multiplier.as_integer_ratio()
             numerator *= m_num
             denominator *= m_den
         return Quote(_div_half_even(numerator, denominator), None if entry is None else entry.key,

@@ -742,22 +742,29 @@ def _offer(obj: _AssistantLine, at: int, scan: FileScan) -> str | None:
     if not key:
         return "assistant line without message.id or requestId"
     u = msg.usage
-    why = _count_problem(u)
-    if why is not None:
-        return why  # before the duplicates compete: a corrupt copy must not displace a sound one
-    size = (u.input_tokens or 0) + (u.output_tokens or 0) + (u.cache_creation_input_tokens or 0)
-    size += u.cache_read_input_tokens or 0
-    if u.server_tool_use is not None:
-        size += u.server_tool_use.web_search_requests or 0
+    # Counts in range (checked inline: this runs for every usage line), before the duplicates compete: a
+    # corrupt copy must not displace a sound one. ``_count_problem`` says what is wrong.
+    a, b = u.input_tokens or 0, u.output_tokens or 0
+    c, d = u.cache_creation_input_tokens or 0, u.cache_read_input_tokens or 0
+    stu, cc = u.server_tool_use, u.cache_creation
+    w = (stu.web_search_requests or 0) if stu is not None else 0
+    if not (
+        0 <= a <= MAX_TOKENS and 0 <= b <= MAX_TOKENS and 0 <= c <= MAX_TOKENS and 0 <= d <= MAX_TOKENS
+        and 0 <= w <= MAX_WEB_SEARCHES
+        and (cc is None or (0 <= (cc.ephemeral_5m_input_tokens or 0) <= MAX_TOKENS
+                            and 0 <= (cc.ephemeral_1h_input_tokens or 0) <= MAX_TOKENS))
+    ):  # fmt: skip
+        return _count_problem(u)
+    size = a + b + c + d + w
     prev = scan.pending.get(key)
     if prev is None or size > prev[0]:
         scan.pending[key] = (size, obj, -at - 1)  # negative: an offset that _finish turns into a line
     return None
 
 
-def _count_problem(u: Any) -> str | None:
-    """Why a usage block's counts cannot be a request's: negative, or beyond any real one (beyond 2**63
-    they would not even fit the store's integers)."""
+def _count_problem(u: Any) -> str:
+    """Why a usage block's counts, one of which ``_offer`` found out of range, cannot be a request's:
+    negative, or beyond any real one (beyond 2**63 they would not even fit the store's integers)."""
     cc, stu = u.cache_creation, u.server_tool_use
     for value, most in (
         (u.input_tokens, MAX_TOKENS), (u.output_tokens, MAX_TOKENS),
@@ -768,7 +775,7 @@ def _count_problem(u: Any) -> str | None:
     ):  # fmt: skip
         if value is not None and not 0 <= value <= most:
             return "negative count" if value < 0 else "count out of range"
-    return None
+    return "count out of range"  # not reached: _offer calls this only for a count out of range
 
 
 def _finish(where: _Where, scan: FileScan, mm: mmap.mmap, start: int, start_line: int) -> None:
