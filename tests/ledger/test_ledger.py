@@ -181,3 +181,18 @@ def test_a_failed_commit_is_rolled_back_so_the_connection_stays_usable(tmp_path)
     with _in_transaction(conn, begin=True) as cur:  # the next transaction starts and commits
         cur.execute("INSERT INTO t VALUES (2)")
     assert real.execute("SELECT x FROM t").fetchall() == [(2,)]
+
+
+def test_sqlite_stores_none_as_null_and_bools_as_integers(tmp_path):
+    """The adapters registered for speed must not change what is stored (``_register_sqlite_adapters``)."""
+    import sqlite3
+
+    db = tmp_path / "types.db"
+    ledger = Ledger.open(f"sqlite:///{db}")
+    ledger.write([price_record(BOOK, rec("n", is_sidechain=True)), price_record(BOOK, rec("f", model="x-unknown"))])
+    with sqlite3.connect(db) as conn:
+        got = dict(conn.execute(
+            "SELECT dedupe_key, typeof(service_tier) || typeof(duration_ms) || typeof(extra) || ':' "
+            "|| typeof(is_sidechain) || is_sidechain || unknown_model || typeof(model_key) FROM usage"
+        ).fetchall())  # fmt: skip
+    assert got == {"n": "nullnullnull:integer10text", "f": "nullnullnull:integer01null"}
