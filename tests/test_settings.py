@@ -22,6 +22,8 @@ _VARS = ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")
         {"XDG_CONFIG_HOME": "relative/conf", "XDG_DATA_HOME": "relative/data"},
         {"HOME": "relative-home"},
         {"HOME": "/home/someone/", "XDG_DATA_HOME": "/d/"},
+        {"HOME": "//", "XDG_CONFIG_HOME": "   "},
+        {"XDG_CONFIG_HOME": " /srv/conf", "XDG_DATA_HOME": "//srv//data"},
     ],
 )
 def test_default_dirs_are_platformdirs_answers(

@@ -15,17 +15,19 @@ import msgspec
 
 
 def _xdg_dir(var: str, default: str) -> Path | None:
-    """``$var/ccledger``, else ``$HOME/<default>/ccledger``: the XDG rule platformdirs applies on Linux
-    (a variable that is unset, empty or relative is ignored), answered without importing it (~7 ms, a
-    twentieth of a warm report). None off Linux or without an absolute ``HOME``: ask platformdirs."""
+    """``$var/ccledger``, else ``$HOME/<default>/ccledger``: platformdirs' answer on Linux, without
+    importing it (~7 ms, a twentieth of a warm report), for the cases every platformdirs release we allow
+    answers alike: the variable absolute, or unset or blank, with an absolute ``HOME``. None otherwise
+    (a relative value, which releases before 4.3 use as given and later ones ignore; off Linux): ask
+    platformdirs."""
     if sys.platform != "linux":
         return None
     base = os.environ.get(var, "")
     if not base.startswith("/"):
         home = os.environ.get("HOME", "")
-        if not home.startswith("/"):
+        if base.strip() or not home.startswith("/"):
             return None
-        base = os.path.join(home, default)
+        base = home.rstrip("/") + "/" + default  # as os.path.expanduser("~/...") builds it
     return Path(base) / "ccledger"
 
 

@@ -106,7 +106,8 @@ def test_other_command_lines_go_to_typer(argv: list[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [(["daily", "--json", "--since", "yesterday"], "is not a date"),
-     (["daily", "--json", "--tz", "Mars/Olympus"], "unknown time zone")],
+     (["daily", "--json", "--tz", "Mars/Olympus"], "unknown time zone"),
+     (["daily", "--json", "--tz", "Europe"], "unknown time zone")],  # a folder of the tz database
 )  # fmt: skip
 def test_bad_values_get_typers_errors(tmp_path: Path, corpus: Path, argv: list[str], needle: str) -> None:
     proc = _fast(argv, _env(tmp_path, corpus, tmp_path / "e.db"))
@@ -133,3 +134,15 @@ def test_short_path_imports_no_typer_rich_or_pydantic(tmp_path: Path, corpus: Pa
         loaded.append(proc.stderr.strip().splitlines()[-1])
     # the first run read the corpus, the second nothing, the third printed a table
     assert loaded == ["['simdjson']", "[]", "['dataclasses', 'rich']"]  # Rich's own dataclasses
+
+
+def test_a_tz_variable_naming_a_folder_falls_back_to_the_machine_zone(tmp_path: Path, corpus: Path) -> None:
+    """``TZ=Europe`` names a folder of the tz database, not a zone: the report still runs, in the zone
+    ``/etc/localtime`` gives, as for any other unusable ``TZ``."""
+    env = _env(tmp_path, corpus, tmp_path / "tz.db")
+    runs = []
+    for tz in ("Europe", "Mars/Olympus"):
+        proc = _fast(["daily", "--json"], {**env, "TZ": tz})
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout))
+    assert runs[0] == runs[1]

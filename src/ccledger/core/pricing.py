@@ -20,7 +20,7 @@ from ccledger.core.records import SYNTHETIC_MODEL, TokenCounts
 
 SNAPSHOT = Path(__file__).with_name("prices.json")  # prices.toml as JSON, written by core.price_snapshot
 WEB_SEARCH_USD = Decimal("0.01")  # $10 per 1,000 searches (PRICING)
-_ONE = Decimal(1)  # the default multiplier: ``quote`` skips the fraction arithmetic when it is this object
+_ONE = Decimal(1)  # the default multiplier; ``quote`` tests for it by identity first (cheaper than ==)
 _PICO_PER_USD_PER_MTOK = 1_000_000  # $1/MTok == 1e6 pico-dollars per token
 _KINDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 
@@ -380,7 +380,7 @@ class PriceBook(msgspec.Struct):
         )
         web_pico = web_search_requests * 10_000_000_000  # $0.01 == 1e10 pico-dollars
         multiplier = self.multiplier
-        if not (geo or regional or service_tier) and multiplier is _ONE:
+        if not (geo or regional or service_tier) and (multiplier is _ONE or multiplier == 1):
             # The usual request: no modifier, so pico -> nano is the only division.
             return Quote(_div_half_even(token_pico + web_pico, 1000), None if entry is None else entry.key,
                          entry is None, long_context)

@@ -20,7 +20,9 @@ def resolve_zone(name: str | None) -> tzinfo:
     if name:
         try:
             return get_zone(name)
-        except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError; not imported for UTC
+        # ZoneInfoNotFoundError is a KeyError (not imported for UTC); a folder of the tz database (``Europe``)
+        # is an OSError
+        except (KeyError, ValueError, OSError):
             raise ValueError(f"unknown time zone {name!r}; use an IANA name such as Europe/Berlin") from None
     return _local_zone()
 
@@ -30,7 +32,7 @@ def _local_zone() -> tzinfo:
     if env:
         try:
             return get_zone(env)
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, OSError):
             pass
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
