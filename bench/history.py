@@ -9,11 +9,11 @@ What it does (``python bench/history.py --help``):
 1. Builds a realistic transcript corpus of ``--size`` bytes with ``tests.support.corpus.generate``
    (big tool results, several lines per streamed message) or reuses the one cached in
    ``bench/.corpus-<size>/`` when it was built with the same parameters and generator source.
-2. Measures (wall time, peak RSS via ``peers.measure``): ccusage 18 ``daily``, ccusage 20
-   ``claude daily`` (both ``--json --offline --mode calculate``), ``ccledger daily --json --tz UTC`` on an
-   empty ledger (cold); then appends ~1 % new lines and measures ccledger warm (median of ``--repeat``
+2. Measures (wall time, peak RSS via ``peers.measure``): ccusage 18 ``daily``, then ccusage 20
+   ``claude daily`` (both ``--json --offline --mode calculate``) and ``ccledger daily --json --tz UTC`` on
+   an empty ledger (cold) alternately, median of ``--cold-repeat`` runs each; then appends ~1 % new lines and measures ccledger warm (median of ``--repeat``
    runs, each from the same post-cold ledger), ccledger warm with no new bytes, ccusage 20 again (it
-   re-reads everything) and, with ``--full``, ccusage 18 again.
+   re-reads everything; median of ``--cold-repeat``) and, with ``--full``, ccusage 18 again.
 3. Prints the table, the ratios against the targets, and the totals: ccledger against the generator's
    independently priced ``Expected`` (must match to 1e-8 USD), and each ccusage against it with the
    difference broken down by the peer's known pricing rules (bench/README.md "Verified peer facts").
@@ -986,6 +986,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true",
                         help="keep the work dir (ledger DBs, each run's stdout/stderr) under bench/results/")
     parser.add_argument("--repeat", type=int, default=3, help="ccledger warm runs per kind (median; default 3)")
+    parser.add_argument("--cold-repeat", type=int, default=3,
+                        help="ccusage 20 and ccledger cold runs, alternating, and ccusage 20 runs after the "
+                             "append (median of each; default 3)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="corpus seed (part of the cache key)")
     parser.add_argument("--wait-idle", type=float, default=120.0,
                         help="before each run wait up to this many seconds for other processes to go quiet")
@@ -994,6 +997,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target_bytes, label = parse_size(args.size)
     repeat = max(1, args.repeat)
+    cold_repeat = max(1, args.cold_repeat)
     global _wait_idle_s
     _wait_idle_s = max(0.0, args.wait_idle)
 
@@ -1020,13 +1024,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if run18:
             runs["ccusage18"] = run_ccusage(18, corpus.root, "ccusage18", f"ccusage {CCUSAGE_VERSIONS[18]} daily")
-        runs["ccusage20"] = run_ccusage(20, corpus.root, "ccusage20", f"ccusage {CCUSAGE_VERSIONS[20]} claude daily")
-
         db = work / "ledger.db"
         snap = work / "ledger-after-cold.db"
-        log("running ccledger daily, cold (empty ledger)")
-        runs["ccledger_cold"], res = run_ccledger(work, corpus.root, db, "ccledger_cold", "ccledger daily cold")
-        (work / "ccledger-cold.stderr").write_text(res.stderr)
+        # ccusage 20 and ccledger cold alternate, ``--cold-repeat`` times each: the VM's speed drifts within
+        # minutes, and the ratio of the two medians is steadier than that of two single runs.
+        c20_label = f"ccusage {CCUSAGE_VERSIONS[20]} claude daily"
+        cold20: list[Run] = []
+        cold: list[Run] = []
+        for i in range(cold_repeat):
+            cold20.append(run_ccusage(20, corpus.root, "ccusage20", c20_label))
+            for suffix in _DB_SUFFIXES:
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            log(f"running ccledger daily, cold (empty ledger) ({i + 1}/{cold_repeat})")
+            r, res = run_ccledger(work, corpus.root, db, "ccledger_cold", "ccledger daily cold")
+            (work / "ccledger-cold.stderr").write_text(res.stderr)
+            cold.append(r)
+        runs["ccusage20"] = median_run(cold20, "ccusage20", c20_label)
+        runs["ccledger_cold"] = median_run(cold, "ccledger_cold", "ccledger daily cold")
         snapshot_db(db, snap)
 
         plan = plan_append(corpus)
@@ -1048,8 +1062,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             warm_same.append(r)
         runs["ccledger_warm_nochange"] = median_run(warm_same, "ccledger_warm_nochange",
                                                     "ccledger daily warm (no change)")
-        runs["ccusage20_append"] = run_ccusage(20, corpus.root, "ccusage20_append",
-                                               f"ccusage {CCUSAGE_VERSIONS[20]} claude daily (+1%)")
+        c20_append = f"ccusage {CCUSAGE_VERSIONS[20]} claude daily (+1%)"
+        runs["ccusage20_append"] = median_run(
+            [run_ccusage(20, corpus.root, "ccusage20_append", c20_append) for _ in range(cold_repeat)],
+            "ccusage20_append", c20_append,
+        )
         if run18 and args.full:
             runs["ccusage18_append"] = run_ccusage(18, corpus.root, "ccusage18_append",
                                                    f"ccusage {CCUSAGE_VERSIONS[18]} daily (+1%)")
