@@ -18,8 +18,8 @@ def _xdg_dir(var: str, default: str) -> Path | None:
     """``$var/ccledger``, else ``$HOME/<default>/ccledger``: platformdirs' answer on Linux, without
     importing it (~7 ms, a twentieth of a warm report), for the cases every platformdirs release we allow
     answers alike: the variable absolute, or unset or blank, with an absolute ``HOME``. None otherwise
-    (a relative value, which releases before 4.3 use as given and later ones ignore; off Linux): ask
-    platformdirs."""
+    (a relative value, which platformdirs 4.2 uses as given and recent releases ignore; off Linux):
+    ask platformdirs."""
     if sys.platform != "linux":
         return None
     base = os.environ.get(var, "")

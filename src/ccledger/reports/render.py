@@ -261,9 +261,9 @@ def _sum_cells(t: Totals) -> list[object]:
 
 
 def _csv(header: list[str], rows: list[list[object]]) -> str:
-    buf = io.StringIO()
-    import csv
+    import csv  # here: only --csv needs it
 
+    buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows(rows)
