@@ -39,20 +39,22 @@ def test_cache_multipliers_hold_for_every_model(entry):
 
 @pytest.mark.parametrize("entry", list(BOOK.models.values()), ids=lambda e: e.key)
 def test_long_context_rule_for_every_model(entry):
-    """Only Sonnet 4/4.5 (and Opus 4.6 before the tier ended) have a >200k tier; at exactly 200k the
-    base rate applies, one token more prices the whole request at the long-context rates."""
+    """Only Sonnet 4/4.5 (and Opus 4.6 before the tier ended) have a >200k tier, Haiku 5.5 one above
+    100k; a prompt (input and cache tokens) of exactly the threshold takes the base rate, one token more
+    prices the whole request at the long-context rates. Models without a tier: base rates above 200k."""
     for period in entry.periods:
         ts = period.start or datetime(2026, 1, 1, tzinfo=UTC)
-        at = TokenCounts(input=100_000, cache_write_5m=50_000, cache_read=50_000, output=1000)
-        over = TokenCounts(input=100_001, cache_write_5m=50_000, cache_read=50_000, output=1000)
+        half = (period.long_context_threshold if period.long_context else 200_000) // 2
+        at = TokenCounts(input=half, cache_write_5m=half // 2, cache_read=half - half // 2, output=1000)
+        over = TokenCounts(input=half + 1, cache_write_5m=half // 2, cache_read=half - half // 2, output=1000)
         base = period.base
-        expect_at = usd(100_000, base.input) + usd(50_000, base.cache_write_5m) + usd(50_000, base.cache_read)
-        expect_at += usd(1000, base.output)
+        expect_at = usd(half, base.input) + usd(half // 2, base.cache_write_5m)
+        expect_at += usd(half - half // 2, base.cache_read) + usd(1000, base.output)
         assert BOOK.quote(entry.key, ts, at).cost == expect_at
         q = BOOK.quote(entry.key, ts, over)
         r = period.long_context or base
-        expect_over = usd(100_001, r.input) + usd(50_000, r.cache_write_5m) + usd(50_000, r.cache_read)
-        expect_over += usd(1000, r.output)
+        expect_over = usd(half + 1, r.input) + usd(half // 2, r.cache_write_5m)
+        expect_over += usd(half - half // 2, r.cache_read) + usd(1000, r.output)
         assert q.cost == expect_over
         assert q.long_context == (period.long_context is not None)
     if entry.key in ("claude-sonnet-4", "claude-sonnet-4-5"):
@@ -215,3 +217,24 @@ def test_quote_matches_the_published_rates_with_every_modifier(tmp_path_factory,
     want = (token_usd + Decimal(web) * Decimal("0.01")) * Decimal(multiplier or 1)
     assert q.cost_nanos == to_nanos(want)
     assert not q.unknown and not q.long_context
+
+
+def test_claude_5_1_5_2_and_5_5_models_at_their_published_rates():
+    """The rate cards of the models' documentation pages (MODELS-2026-11), typed in here from the pages."""
+    t = TokenCounts
+    cases = {  # model: (input, output, 5m write, 1h write, read) per MTok
+        "claude-opus-5-5": ("4", "20", "5", "8", "0.20"),
+        "claude-sonnet-5-5": ("2", "10", "2.50", "4", "0.20"),
+        "claude-fable-5-1": ("10", "50", "12.50", "20", "0.25"),
+        "claude-fable-5-2": ("8", "40", "10", "16", "0.20"),
+        "claude-haiku-5-5": ("0.10", "0.50", "0.125", "0.20", "0.01"),
+    }
+    for model, rates in cases.items():
+        counts = (10_000, 20_000, 30_000, 5_000, 40_000)  # a prompt of 85k: under every threshold
+        want = sum(usd(n, r) for n, r in zip(counts, rates, strict=True))
+        assert BOOK.quote(model, NOV, t(*counts)).cost == want, model
+    # Haiku 5.5: over 100k of prompt, the whole request at 5x
+    big = t(input=60_000, output=1_000, cache_read=40_001)
+    want = usd(60_000, "0.50") + usd(1_000, "2.50") + usd(40_001, "0.05")
+    q = BOOK.quote("claude-haiku-5-5", NOV, big)
+    assert q.cost == want and q.long_context
