@@ -226,6 +226,7 @@ def test_claude_5_1_5_2_and_5_5_models_at_their_published_rates():
         "claude-opus-5-5": ("4", "20", "5", "8", "0.20"),
         "claude-sonnet-5-5": ("2", "10", "2.50", "4", "0.20"),
         "claude-fable-5-1": ("10", "50", "12.50", "20", "0.25"),
+        "claude-mythos-5-1": ("10", "50", "12.50", "20", "0.25"),  # priced as Fable 5.1
         "claude-fable-5-2": ("8", "40", "10", "16", "0.20"),
         "claude-haiku-5-5": ("0.10", "0.50", "0.125", "0.20", "0.01"),
     }
@@ -233,6 +234,9 @@ def test_claude_5_1_5_2_and_5_5_models_at_their_published_rates():
         counts = (10_000, 20_000, 30_000, 5_000, 40_000)  # a prompt of 85k: under every threshold
         want = sum(usd(n, r) for n, r in zip(counts, rates, strict=True))
         assert BOOK.quote(model, NOV, t(*counts)).cost == want, model
+    # Opus 5.5 in fast mode: every rate doubled, as on Opus 5
+    fast = BOOK.quote("claude-opus-5-5", NOV, t(input=1_000, output=1_000, cache_read=10_000), speed="fast")
+    assert fast.cost == usd(1_000, "8") + usd(1_000, "40") + usd(10_000, "0.40")
     # Haiku 5.5: over 100k of prompt, the whole request at 5x
     big = t(input=60_000, output=1_000, cache_read=40_001)
     want = usd(60_000, "0.50") + usd(1_000, "2.50") + usd(40_001, "0.05")
