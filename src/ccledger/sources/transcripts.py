@@ -460,8 +460,10 @@ def _bad_line_spans(buf: bytes) -> list[tuple[int, int]]:
             le = n
         if begins(b"{", pos) and (ends(b"}", pos, le) or ends(b"}\r", pos, le)):
             shaped.append((pos, le))
-        elif buf[pos:le].strip(_JSON_SPACE) and _line_is_bad(buf[pos:le]):
-            bad.append((pos, le))
+        else:
+            line = buf[pos:le]
+            if line.strip(_JSON_SPACE) and _line_is_bad(line):
+                bad.append((pos, le))
         pos = le + 1
     groups = [shaped] if shaped else []
     while groups:
@@ -526,9 +528,12 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
     # whole lines: one per newline
     newlines = len(found[0]) + len(found[2]) if found is not None else _newlines(buf)
     bad_starts = set()
+    counted, at_line = 0, line_no  # newlines counted once, from bad line to bad line (they come in order)
     for s, e in _bad_line_spans(buf):
         bad_starts.add(s)
-        _bad(scan, where.path, line_no + buf.count(b"\n", 0, s) + 1, _reason(buf[s:e].rstrip(b"\r")))
+        at_line += buf.count(b"\n", counted, s)
+        counted = s
+        _bad(scan, where.path, at_line + 1, _reason(buf[s:e].rstrip(b"\r")))
     _marked_lines(buf, base, line_no, where, scan, bad_starts)
     return line_no + newlines
 

@@ -99,9 +99,7 @@ def _row(r: UsageRecord, model_key: str | None, long_context: bool) -> tuple[obj
         t.cache_write_1h, t.cache_read, r.web_search_requests, tier if tier is None else tier[:32],
         geo if geo is None else geo[:32], speed if speed is None else speed[:32], r.duration_ms,
         r.cost_nanos or 0, r.unknown_model, long_context, _cut(r.parent_agent_id, 200),
-        json.dumps(r.extra, sort_keys=True) if r.extra else None,
-        # r.completeness, spelled out: this runs once per request read
-        t.input + t.output + t.cache_write_5m + t.cache_write_1h + t.cache_read + r.web_search_requests,
+        json.dumps(r.extra, sort_keys=True) if r.extra else None, r.completeness,
     )  # fmt: skip
 
 
