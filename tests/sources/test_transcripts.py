@@ -417,6 +417,11 @@ def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypat
         {"type": "user", "timestamp": 123, "toolUseResult": {"usage": {"input_tokens": 1}}},
         {"type": "user", "message": [{"usage": {"input_tokens": 1}}]},
         json.loads(line("m2", 5)),
+        # an edit on a line of another type, and objects too large to list their keys (no edit in them)
+        {**patch, "type": "system", "uuid": "p3", "toolUseResult": {"structuredPatch": [{"lines": ["+z", "-y", "-w"]}]}},
+        {"type": "user", "message": {"role": "user", "content": "x", **{f"k{i}": i for i in range(40)}},
+         "toolUseResult": {f"k{i}": i for i in range(40)}},
+        {"type": "summary", **{f"k{i}": i for i in range(40)}},
     ]
     f = tmp_path / "odd.jsonl"
     decoded = count_decoded_chunks(monkeypatch)
@@ -445,7 +450,7 @@ def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypat
         records, bad, patches = seen[name, "search"]  # type: ignore[misc]
         assert [k for k, _ in records] == ["msg:m1", "msg:m2"]
         assert [n for n, _ in bad] == bad_lines
-        assert [(a, r) for _, a, r in patches] == [(2, 1), (1, 0)]
+        assert [(a, r) for _, a, r in patches] == [(2, 1), (1, 0), (1, 2)]
 
 
 @pytest.mark.parametrize("lookup", LOOKUPS)
