@@ -10,4 +10,18 @@ of a warm ``ccledger daily``), a Struct is built in C in a few microseconds, and
 anyway. (``control.spend.ResolvedCaps`` stays a dataclass: it is also a ``Mapping``.)
 """
 
+import sys as _sys
+
 __version__ = "0.1.0"
+
+if "msgspec" not in _sys.modules and "typing_extensions" not in _sys.modules:
+    # msgspec reads type hints with typing_extensions when that is installed (it is wherever Typer or
+    # pydantic are) and with typing otherwise; on Python >= 3.11 both give the same hints for every
+    # annotation ccledger writes. typing_extensions imports inspect, and inspect ast, dis and tokenize:
+    # ~38M instructions, a ninth of a warm ``ccledger daily``, for nothing a report uses. It is hidden
+    # only while msgspec loads (msgspec falls back when the import fails) and importable right after.
+    _sys.modules["typing_extensions"] = None  # type: ignore[assignment]
+    try:
+        import msgspec  # noqa: F401
+    finally:
+        del _sys.modules["typing_extensions"]

@@ -118,8 +118,9 @@ def test_bad_values_get_typers_errors(tmp_path: Path, corpus: Path, argv: list[s
 def test_short_path_imports_no_typer_rich_or_pydantic(tmp_path: Path, corpus: Path) -> None:
     """Not even for notes (skipped lines, an unknown model: plain lines when stderr is not a terminal);
     a warm run with nothing new to read does not load the transcript reader (simdjson) either, and a table
-    loads Rich but still not Typer. (msgspec is always loaded: the records and reports are its structs.)"""
-    heavy = {"typer", "rich", "pydantic", "click", "simdjson", "dataclasses"}
+    loads Rich but still not Typer. (msgspec is always loaded: the records and reports are its structs.)
+    Nor does anything load typing_extensions (and with it inspect, ast, dis, tokenize)."""
+    heavy = {"typer", "rich", "pydantic", "click", "simdjson", "dataclasses", "typing_extensions", "inspect"}
     env = _env(tmp_path, corpus, tmp_path / "i.db")
     loaded = []
     for args in (["daily", "--json"], ["daily", "--json"], ["daily"]):
@@ -133,7 +134,9 @@ def test_short_path_imports_no_typer_rich_or_pydantic(tmp_path: Path, corpus: Pa
         assert proc.returncode == 0, proc.stderr
         loaded.append(proc.stderr.strip().splitlines()[-1])
     # the first run read the corpus, the second nothing, the third printed a table
-    assert loaded == ["['simdjson']", "[]", "['dataclasses', 'rich']"]  # Rich's own dataclasses
+    # Rich's own dataclasses (which import inspect); never typing_extensions, which msgspec would read
+    # type hints with (see ccledger/__init__.py)
+    assert loaded == ["['simdjson']", "[]", "['dataclasses', 'inspect', 'rich']"]
 
 
 def test_a_tz_variable_naming_a_folder_falls_back_to_the_machine_zone(tmp_path: Path, corpus: Path) -> None:
@@ -146,3 +149,32 @@ def test_a_tz_variable_naming_a_folder_falls_back_to_the_machine_zone(tmp_path: 
         assert proc.returncode == 0, proc.stderr
         runs.append(json.loads(proc.stdout))
     assert runs[0] == runs[1]
+
+
+def test_typing_extensions_stays_importable_and_msgspec_reads_hints_without_it(tmp_path: Path) -> None:
+    """ccledger hides typing_extensions only while msgspec loads: afterwards it imports as usual, and
+    msgspec (reading hints with typing) decodes and rejects the same as with it."""
+    code = (
+        "import sys, ccledger, msgspec\n"
+        "assert 'typing_extensions' not in sys.modules\n"
+        "from typing import Annotated, Literal\n"
+        "class S(msgspec.Struct):\n"
+        "    a: 'int | None' = None\n"
+        "    b: Annotated[int, msgspec.Meta(ge=0)] = 0\n"
+        "    c: Literal['x', 'y'] = 'x'\n"
+        "    d: 'list[S]' = []\n"
+        "s = msgspec.json.decode(b'{\"a\":1,\"b\":2,\"c\":\"y\",\"d\":[{\"a\":null}]}', type=S)\n"
+        "assert (s.a, s.b, s.c, s.d[0].a) == (1, 2, 'y', None), s\n"
+        "for bad in (b'{\"b\":-1}', b'{\"c\":\"z\"}', b'{\"a\":\"1\"}'):\n"
+        "    try:\n"
+        "        msgspec.json.decode(bad, type=S)\n"
+        "    except msgspec.ValidationError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        raise AssertionError(bad)\n"
+        "import typing_extensions\n"
+        "print(typing_extensions.__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "typing_extensions"

@@ -13,8 +13,6 @@ owns the schema, the migrations and everything else (``Ledger.engine``, created 
 from __future__ import annotations
 
 import contextlib
-import json
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -99,8 +97,14 @@ def _row(r: UsageRecord, model_key: str | None, long_context: bool) -> tuple[obj
         t.cache_write_1h, t.cache_read, r.web_search_requests, tier if tier is None else tier[:32],
         geo if geo is None else geo[:32], speed if speed is None else speed[:32], r.duration_ms,
         r.cost_nanos or 0, r.unknown_model, long_context, _cut(r.parent_agent_id, 200),
-        json.dumps(r.extra, sort_keys=True) if r.extra else None, r.completeness,
+        _sorted_json(r.extra) if r.extra else None, r.completeness,
     )  # fmt: skip
+
+
+def _sorted_json(value: object) -> str:
+    import json  # here: transcript rows carry no extras, and a report need not import json
+
+    return json.dumps(value, sort_keys=True)
 
 
 class CodeChange(msgspec.Struct):
@@ -368,6 +372,8 @@ class Ledger:
             except Exception as exc:
                 if attempt + 1 == _PG_ATTEMPTS or getattr(exc, "sqlstate", None) not in _PG_RETRY_STATES:
                     raise
+                import random  # here: only PostgreSQL's retries need it
+
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))  # the other one goes first
 
     def write_rows(self, params: Sequence[tuple[object, ...]]) -> None:
@@ -641,7 +647,7 @@ class Ledger:
 
     def get_setting(self, key: str) -> Any | None:
         rows = self._all(f"SELECT value FROM settings_kv WHERE key = {self._mark}", [key])
-        return json.loads(rows[0][0]) if rows else None
+        return msgspec.json.decode(rows[0][0]) if rows else None
 
     def set_setting(self, key: str, value: Any) -> None:
         import time
@@ -651,7 +657,7 @@ class Ledger:
             cur.execute(
                 f"INSERT INTO settings_kv (key, value, updated_ms) VALUES ({m}, {m}, {m}) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
-                (key, json.dumps(value, sort_keys=True), int(time.time() * 1000)),
+                (key, _sorted_json(value), int(time.time() * 1000)),
             )
 
     # -- maintenance -------------------------------------------------------------------------------
