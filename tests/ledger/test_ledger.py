@@ -196,3 +196,32 @@ def test_sqlite_stores_none_as_null_and_bools_as_integers(tmp_path):
             "|| typeof(is_sidechain) || is_sidechain || unknown_model || typeof(model_key) FROM usage"
         ).fetchall())  # fmt: skip
     assert got == {"n": "nullnullnull:integer10text", "f": "nullnullnull:integer01null"}
+
+
+def test_checkpoint_moves_the_write_ahead_log_into_the_store_file(ledger_url, tmp_path):
+    """What a refresh's worker calls when it is done: afterwards the SQLite file alone (without its -wal)
+    holds the rows, while before it only the log did. On PostgreSQL it is a no-op."""
+    import shutil
+    import sqlite3
+
+    ledger = Ledger.open(ledger_url)
+    ledger.write([price_record(BOOK, rec(f"k{i}")) for i in range(50)])
+
+    def rows_in_file_alone() -> int:
+        path = ledger_url.split(":///", 1)[1]
+        copy = tmp_path / "alone.db"
+        shutil.copyfile(path, copy)  # the file only: no -wal, no -shm beside the copy
+        conn = sqlite3.connect(copy)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
+        except sqlite3.OperationalError:  # no such table: even the schema is still in the log
+            return 0
+        finally:
+            conn.close()
+
+    if ledger.dialect == "sqlite":
+        assert rows_in_file_alone() == 0
+    ledger.checkpoint()
+    if ledger.dialect == "sqlite":
+        assert rows_in_file_alone() == 50
+    assert ledger.count() == 50

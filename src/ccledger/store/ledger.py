@@ -252,6 +252,17 @@ class Ledger:
             return False
         return row is not None and row[0] == HEAD
 
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds into the SQLite file now (PostgreSQL: nothing to do).
+
+        Why: the last connection to close does it anyway, after the report is printed; a refresh's worker
+        that finishes first does it while the other still reads, so the parent's close finds little left.
+        PASSIVE: it neither waits for nor blocks the other writers and readers.
+        """
+        if self.dialect == "sqlite":
+            with self._lock:
+                self._sqlite_conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def close(self) -> None:
         with self._lock:
             if self._sqlite is not None:
