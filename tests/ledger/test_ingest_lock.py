@@ -47,6 +47,47 @@ def test_ingest_without_waiting_gives_way_to_another_writer(tmp_path):
     ledger.close()
 
 
+def test_a_waiting_ingest_takes_the_lock_once_it_is_free_and_falls_back_after_the_timeout(tmp_path, monkeypatch):
+    """``ingest`` (waiting) tries the write lock again every few milliseconds instead of sleeping in SQLite's
+    busy handler, whose naps grow to 100 ms; past the timeout it leaves the wait to the busy handler."""
+    import threading
+
+    path = tmp_path / "w.db"
+    ledger = Ledger.open(f"sqlite:///{path}")
+    rows = _rows(ledger, 3)
+    other = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process is writing
+    attempts: list[bool] = []
+    real_try = ledger._try_write_lock
+
+    def counted() -> bool:
+        got = real_try()
+        attempts.append(got)
+        if len(attempts) == 5:
+            threading.Thread(target=lambda: other.execute("COMMIT")).start()  # the other one commits
+        return got
+
+    monkeypatch.setattr(ledger, "_try_write_lock", counted)
+    assert ledger.ingest(rows, [], []) is True
+    assert ledger.count() == 3
+    assert attempts[:5] == [False] * 5 and attempts[-1] is True  # it kept trying, and got the lock
+
+    # Never free: after the timeout the write goes through the busy handler, which waits for the lock too.
+    monkeypatch.setattr(ledger, "_try_write_lock", lambda: False)
+    clock = iter(range(0, 10**6, 30))  # each look at the clock: 30 s later
+    monkeypatch.setattr("ccledger.store.ledger.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("ccledger.store.ledger.time.sleep", lambda s: None)
+    assert ledger._wait_write_lock(timeout_s=60) is False
+    other.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+    timer.start()
+    assert ledger.ingest(_rows(ledger, 4), [], []) is True  # BEGIN, then the busy handler's wait
+    timer.join()
+    assert ledger.count() == 4
+    other.close()
+    ledger.close()
+
+
 def test_concurrent_writers_with_the_same_requests_in_opposite_orders(ledger_url):
     """Two workers can hold the same requests (a resumed session repeats earlier messages in a new file)
     in any order. On PostgreSQL each upsert locks its row until commit, so two transactions taking the same

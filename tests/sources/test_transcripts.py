@@ -561,6 +561,36 @@ def test_a_new_store_gets_its_schema_while_workers_read(tmp_path):
         ledger.close()
 
 
+def test_workers_write_their_last_groups_as_they_read_them(tmp_path, monkeypatch):
+    """Near the end each worker writes group by group (when the lock is free) instead of keeping rows for
+    one last batch: every request and file cursor still lands once, whichever worker holds the lock."""
+    from ccledger.services import history
+
+    log = tmp_path / "flushes"
+    real_flush = history._Batch.flush
+
+    def logged(self, *, wait: bool = True) -> None:  # type: ignore[no-untyped-def]
+        with log.open("a") as fh:  # the workers are forked processes: they report through a file
+            fh.write("w" if wait else "n")
+        real_flush(self, wait=wait)
+
+    monkeypatch.setattr(history._Batch, "flush", logged)
+    monkeypatch.setattr(history, "TAIL_SHARE", 2)  # the last half of the groups, here
+    root = tmp_path / "claude"
+    proj = root / "projects" / "-home-a-proj"
+    proj.mkdir(parents=True)
+    for n in range(40):
+        (proj / f"s{n}.jsonl").write_text("".join(line(f"m{n}-{i}", 10 + i) + "\n" for i in range(3)))
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    stats = refresh(ledger, BOOK, [root], workers=2)
+    assert stats.records == 120 and stats.files_read == 40
+    assert summary(ledger) == (120, 40 * sum(10 + i for i in range(3)))
+    assert len(ledger.cursors()) == 40
+    flushes = log.read_text()
+    assert flushes.count("n") >= 10 and flushes.count("w") == 2  # group by group, then each worker's last
+    ledger.close()
+
+
 @pytest.mark.postgres
 def test_workers_write_to_postgres_too(tmp_path):
     from tests.ledger.conftest import pg_schema_url

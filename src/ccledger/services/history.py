@@ -29,6 +29,7 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 # Files are handed to workers in groups of about total / (workers * this) bytes, largest first: the last
 # groups are small, so both workers finish at about the same time (transactions span groups).
 GROUPS_PER_WORKER = 64
+TAIL_SHARE = 8  # the last 1/TAIL_SHARE of the groups are written group by group
 MAX_BAD_KEPT = 1000
 
 ProgressHook = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -199,6 +200,10 @@ def _ingest_groups() -> RefreshStats:
             break
         for path, prev, _nbytes in groups[i]:
             batch.add(path, prev, book, out)
+        if i >= len(groups) - len(groups) // TAIL_SHARE:
+            # The last groups (the smallest): write as they are read, when the lock is free, so that the
+            # workers do not end with thousands of rows each to write one after the other.
+            batch.flush(wait=False)
         with done.get_lock():
             done.value += sum(n for _, _, n in groups[i])
     batch.flush()

@@ -413,14 +413,35 @@ class Ledger:
         different orders, and the server aborts one. Rows go in cell order, as the gateway's do, and what
         still collides (a request whose copies sit in different cells) is run again.
         """
-        if not wait and self.dialect == "sqlite" and not self._try_write_lock():
-            return False
         if self.dialect != "sqlite":
             ordered = sorted(rows, key=_cell_order)  # type: ignore[arg-type]
             by_key = sorted(changes, key=lambda c: c.line_key)  # a resumed session repeats edits too
             self._retrying(lambda: self._ingest_tx(ordered, by_key, cursors, began=False))
             return True
-        self._ingest_tx(rows, changes, cursors, began=not wait)
+        if wait:
+            began = self._wait_write_lock()
+        elif not self._try_write_lock():
+            return False
+        else:
+            began = True
+        self._ingest_tx(rows, changes, cursors, began=began)
+        return True
+
+    def _wait_write_lock(self, timeout_s: float = 60.0) -> bool:
+        """Take SQLite's write lock (as ``_try_write_lock``), trying again every few milliseconds.
+
+        Why not the busy timeout: SQLite's busy handler sleeps in steps that grow to 100 ms, so a refresh
+        worker whose last batch waits for the other's commit slept on long after the lock was free, while
+        nothing else was left to do (~0.1 s at the end of a dense first run). False when ``timeout_s``
+        passes: the caller's transaction then waits in the busy handler as before, and reports the lock.
+        """
+        deadline = time.monotonic() + timeout_s
+        pause = 0.0005
+        while not self._try_write_lock():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.004)
         return True
 
     def _ingest_tx(
