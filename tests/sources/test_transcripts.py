@@ -613,3 +613,23 @@ def test_nothing_to_read_still_creates_the_store(tmp_path):
     stats = refresh(ledger, BOOK, [tmp_path / "no-such-config-dir"])
     assert stats.files_seen == 0
     assert ledger.is_current() and ledger.count() == 0
+
+
+def test_a_worker_asks_glibc_to_keep_freed_memory():
+    """``keep_freed_memory`` (run by each refresh worker) sets malloc's thresholds where glibc is the C
+    library, and says no elsewhere; run in a child process, whose allocator it changes."""
+    import platform
+    import subprocess
+    import sys
+
+    code = (
+        "from ccledger.services.history import keep_freed_memory\n"
+        "ok = keep_freed_memory()\n"
+        "bufs = [bytes(300_000 + i) for i in range(50)]\n"  # blocks of the size it is for still work
+        "del bufs\n"
+        "print(ok)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert proc.stdout.strip() == str(glibc)

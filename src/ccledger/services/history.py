@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,33 @@ _worker: dict[str, Any] = {}
 def _init_worker(url: str, book: PriceBook, schema_ready: Any, groups: list[list[Work]], claim: Any,
                  done: Any) -> None:  # fmt: skip
     gc.disable()  # as in refresh(): a worker only reads and writes, and lives for one run
+    keep_freed_memory()
     _worker.update(ledger=Ledger(url), book=book, ready=schema_ready, groups=groups, claim=claim, done=done)
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory a worker frees instead of giving it back to the system at once;
+    False where there is no ``mallopt`` to ask (not Linux, or no C library ctypes can load).
+
+    Why: each chunk a worker reads makes a few buffers of 0.25-0.5 MB (the chunk, the array simdjson
+    parses). By default malloc serves blocks that size with ``mmap`` or trims them off the heap when they
+    are freed, so the next chunk's buffers fault every page in afresh: a third of a refresh's system time
+    on large tool results. With blocks under 8 MB taken from the heap and up to 256 MB of free heap kept,
+    they are reused: on a third of the 1 GB sparse corpus, minor faults went from ~34,700 to ~15,100 and
+    CPU time down ~8 % (6 alternating runs each). A worker lives for one run, so what it keeps is released
+    when it exits.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    ok = mallopt(m_mmap_threshold, 8 << 20) == 1
+    return mallopt(m_trim_threshold, 256 << 20) == 1 and ok
 
 
 def _wait_for_schema() -> None:
