@@ -633,3 +633,32 @@ def test_a_worker_asks_glibc_to_keep_freed_memory():
     assert proc.returncode == 0, proc.stderr
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert proc.stdout.strip() == str(glibc)
+
+
+def test_what_a_file_yields_does_not_depend_on_the_chunk_sizes(tmp_path, monkeypatch):
+    """Chunks grow after long lines (``LONG_CHUNK_BYTES``) and stay small for short ones: with the
+    generated corpus's big tool results, malformed and truncated lines, the records, bad lines (with
+    their numbers and reasons) and code changes are the same with tiny chunks as with the real sizes."""
+    from ccledger.sources import transcripts
+    from tests.support.corpus import generate
+
+    root = tmp_path / "claude"
+    generate(root, seed=11, sessions=6, requests_per_session=25, big_tool_results=True)
+    files = sorted((root / "projects").rglob("*.jsonl"))
+
+    def read_all() -> list[object]:
+        out: list[object] = []
+        for f in files:
+            scan = scan_file(f, None)
+            assert scan is not None and scan.error is None
+            out.append((sorted((r.dedupe_key, r.tokens, r.ts) for r in scan.records),
+                        [(b.line_no, b.reason) for b in scan.bad],
+                        sorted((p.line_key, p.added, p.removed) for p in scan.patches),
+                        scan.state.offset, scan.state.line_no))
+        return out
+
+    real = read_all()
+    assert any(r[1] for r in real) and any(r[0] for r in real)  # bad lines and records to compare
+    monkeypatch.setattr(transcripts, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(transcripts, "LONG_CHUNK_BYTES", 16384)
+    assert read_all() == real

@@ -210,6 +210,11 @@ def scan_file(path: Path, prev: FileCursor | None) -> FileScan | None:
 
 
 CHUNK_BYTES = 256 * 1024
+# After a chunk of long lines (the pointer scan's, ``_POINTER_LINE_BYTES``), the next one is this long: its
+# lines cost the same per byte, but a chunk costs its parse and searches for its ends (~5 % of a sparse
+# refresh at 256 kB). Short lines stay in small chunks: a bad line sends its whole chunk to the slower
+# line-by-line judgement, and they come a few per MB in the dense corpus.
+LONG_CHUNK_BYTES = 1024 * 1024
 # What makes a line blank (allowed, not counted): JSON's whitespace, not Python's (which adds \v and \f).
 _JSON_SPACE = b" \t\r"
 
@@ -241,6 +246,7 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
             pos = origin = nl + 1
     complete_end = max(pos, mm.rfind(b"\n", pos, end) + 1)
     released = pos - pos % mmap.PAGESIZE
+    chunk = CHUNK_BYTES
     while pos < complete_end:
         if pos - released > _RELEASE_EVERY:
             # Pages already read are file-backed and clean: drop them so a huge file or line does not
@@ -254,10 +260,13 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
             _handle_line(None, pos, first_nl, mm, where, line_no, scan)
             pos = first_nl + 1
             continue
-        stop = mm.rfind(b"\n", pos, min(pos + CHUNK_BYTES, complete_end)) + 1
+        stop = mm.rfind(b"\n", pos, min(pos + chunk, complete_end)) + 1
         if stop <= first_nl:
             stop = first_nl + 1
+        lines_before = line_no
         line_no = _scan_chunk(mm[pos:stop], pos, line_no, where, scan)
+        long_lines = stop - pos >= _POINTER_LINE_BYTES * (line_no - lines_before)
+        chunk = LONG_CHUNK_BYTES if long_lines else CHUNK_BYTES
         pos = stop
     if complete_end < end:
         # The last line has no newline yet: take it only if it is already complete JSON, otherwise
@@ -301,7 +310,7 @@ def _line_array(buf: bytes, blanks: list[int]) -> bytearray:
     return arr
 
 
-_SIMD_MAX_BYTES = 2 * CHUNK_BYTES
+_SIMD_MAX_BYTES = 2 * LONG_CHUNK_BYTES
 # Chunks whose lines average this long ask the parsed document for their usage lines (~1 us a lookup)
 # instead of searching every byte for the keys (~0.5 ms a MB).
 _POINTER_LINE_BYTES = 4 * 1024
