@@ -116,7 +116,8 @@ def report_refresh(app: App, stats: RefreshStats, err: Console | LazyConsole, *,
             err.print(f"  {bad.path}:{bad.line_no}: {bad.reason}", markup=False, highlight=False)
     for path, error in stats.errors:
         err.print(f"[yellow]warning:[/yellow] could not read {path}: {error}", highlight=False)
-    warn_unknown_models(app, err)
+    if stats.records:  # nothing read, nothing new to warn about: a warm run skips two queries
+        warn_unknown_models(app, err)
 
 
 def warn_unknown_models(app: App, err: Console | LazyConsole) -> None:

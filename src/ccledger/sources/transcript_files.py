@@ -1,7 +1,7 @@
 """Where Claude Code's transcripts are, and which of them have new bytes since the last run.
 
 Kept apart from the reader (``sources.transcripts``) so that a run with nothing new to read never
-imports it (simdjson, hashlib and its decoders: ~5M instructions, ~1.5 % of such a run since msgspec,
+imports it (simdjson's extension and the reader's decoders: ~5M instructions, ~1.5 % of such a run since msgspec,
 which it used to bring too, is loaded for the structs anyway).
 """
 

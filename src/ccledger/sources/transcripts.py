@@ -17,7 +17,6 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import mmap
 import os
 import sys
@@ -27,7 +26,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
-import simdjson
+
+try:
+    # The extension module itself: the ``simdjson`` package around it adds json-module-style helpers and
+    # imports ``json`` for them (~6M instructions, a run that reads a few files pays it in full).
+    from csimdjson import Object as _SimdObject
+    from csimdjson import Parser as _SimdParser
+except ImportError:  # pragma: no cover - a pysimdjson that packs it differently
+    from simdjson import Object as _SimdObject
+    from simdjson import Parser as _SimdParser
+
+try:
+    # CPython's own SHA-1 (what hashlib falls back to): hashlib would load OpenSSL's libcrypto for one
+    # hash of a file's first kilobyte (~11M instructions, ~2 % of a warm run that reads anything).
+    from _sha1 import sha1 as _sha1
+except ImportError:  # pragma: no cover - an interpreter built without it
+    from hashlib import sha1 as _sha1
 
 from ccledger.core.records import (
     MAX_TOKENS,
@@ -153,7 +167,7 @@ def _file_context(path: Path) -> tuple[str | None, str | None]:
 
 
 def _head_hash(mm: mmap.mmap | bytes, n: int) -> str:
-    return f"{n}:{hashlib.sha1(mm[:n]).hexdigest()}"
+    return f"{n}:{_sha1(mm[:n]).hexdigest()}"
 
 
 def plan_read(path: Path, prev: FileCursor | None) -> tuple[FileCursor, int] | None:
@@ -314,7 +328,6 @@ _SIMD_MAX_BYTES = 2 * LONG_CHUNK_BYTES
 # Chunks whose lines average this long ask the parsed document for their usage lines (~1 us a lookup)
 # instead of searching every byte for the keys (~0.5 ms a MB).
 _POINTER_LINE_BYTES = 4 * 1024
-_SimdObject = simdjson.Object
 # Clean chunks of shorter lines are decoded whole (``_decoded_lines``); tests switch this off to compare
 # with the key search (``_marked_lines``), which judges the chunks that are not clean.
 _DECODE_CLEAN_CHUNKS = True
@@ -443,7 +456,7 @@ def _keyed_values(buf: bytes, spans: list[tuple[int, int]]) -> list[Any] | None:
 def _simd_parser() -> Any:
     parser = getattr(_simd, "parser", None)
     if parser is None:  # one per thread: a parser holds its last document
-        parser = _simd.parser = simdjson.Parser(max_capacity=_SIMD_MAX_BYTES + 2)
+        parser = _simd.parser = _SimdParser(max_capacity=_SIMD_MAX_BYTES + 2)
     return parser
 
 
