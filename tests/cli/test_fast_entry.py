@@ -181,3 +181,22 @@ def test_typing_extensions_stays_importable_and_msgspec_reads_hints_without_it(t
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "typing_extensions"
+
+
+def test_a_report_ends_without_closing_the_store_and_the_next_run_replays_its_log(tmp_path: Path,
+                                                                                 corpus: Path) -> None:
+    """The console script leaves as soon as a report's output is flushed (``console``): a refresh's small
+    write-ahead log stays beside the store instead of being checkpointed at close, and the next run
+    (reading nothing) replays it and reports the same; a long report arrives whole through a pipe."""
+    db = tmp_path / "x.db"
+    env = _env(tmp_path, corpus, db)
+    first = _fast(["session", "--json"], env)
+    assert first.returncode == 0, first.stderr
+    wal = Path(f"{db}-wal")
+    assert wal.exists() and 0 < wal.stat().st_size <= 1 << 20  # left for later, not folded in at close
+    again = _fast(["--no-refresh", "session", "--json"], env)
+    assert again.returncode == 0, again.stderr
+    doc = json.loads(first.stdout)
+    assert json.loads(again.stdout) == doc and len(doc["rows"]) > 5
+    slow = _typer(["session", "--json"], env)
+    assert json.loads(slow.stdout) == doc

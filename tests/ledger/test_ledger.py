@@ -225,3 +225,31 @@ def test_checkpoint_moves_the_write_ahead_log_into_the_store_file(ledger_url, tm
     if ledger.dialect == "sqlite":
         assert rows_in_file_alone() == 50
     assert ledger.count() == 50
+
+
+def test_settle_folds_the_log_in_only_once_it_has_grown(ledger_url, tmp_path):
+    """Before the console script ends without closing the store: a small write-ahead log is left for a
+    later run (the next open replays it), one past the limit is checkpointed and emptied. PostgreSQL:
+    the connections are closed, and the ledger still works afterwards."""
+    import os
+    import sqlite3
+
+    ledger = Ledger.open(ledger_url)
+    ledger.write([price_record(BOOK, rec(f"k{i}")) for i in range(200)])
+    if ledger.dialect != "sqlite":
+        ledger.settle()
+        assert ledger.count() == 200  # reconnects
+        return
+    path = ledger_url.split(":///", 1)[1]
+    size = os.path.getsize(f"{path}-wal")
+    assert size > 0
+    ledger.settle(max_log_bytes=size)  # not past the limit: left as it is
+    assert os.path.getsize(f"{path}-wal") == size
+    ledger.settle(max_log_bytes=size - 1)
+    assert os.path.getsize(f"{path}-wal") == 0
+    alone = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        assert alone.execute("SELECT COUNT(*) FROM usage").fetchone()[0] == 200
+    finally:
+        alone.close()
+    ledger.close()

@@ -1,5 +1,5 @@
 """``python -m ccledger.cli`` runs the same command as the ``ccledger`` script."""
 
-from ccledger.cli.fast import main
+from ccledger.cli.fast import console
 
-main()
+console()
