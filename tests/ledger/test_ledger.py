@@ -245,11 +245,20 @@ def test_settle_folds_the_log_in_only_once_it_has_grown(ledger_url, tmp_path):
     assert size > 0
     ledger.settle(max_log_bytes=size)  # not past the limit: left as it is
     assert os.path.getsize(f"{path}-wal") == size
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM usage").fetchone()  # another process mid-read on this snapshot
+    ledger.write([price_record(BOOK, rec("later"))])
+    grown = os.path.getsize(f"{path}-wal")
+    ledger.settle(max_log_bytes=size - 1)  # cannot empty the log under that reader: leaves it, no error
+    assert os.path.getsize(f"{path}-wal") == grown
+    reader.execute("COMMIT")
+    reader.close()
     ledger.settle(max_log_bytes=size - 1)
     assert os.path.getsize(f"{path}-wal") == 0
     alone = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        assert alone.execute("SELECT COUNT(*) FROM usage").fetchone()[0] == 200
+        assert alone.execute("SELECT COUNT(*) FROM usage").fetchone()[0] == 201
     finally:
         alone.close()
     ledger.close()

@@ -287,7 +287,14 @@ class Ledger:
             return  # no log (or an in-memory store)
         if size > max_log_bytes:
             with self._lock:
-                self._sqlite_conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn = self._sqlite_conn()
+                # TRUNCATE waits for other processes' readers and writers: briefly. Should one be busy
+                # (a gateway writing, another report reading), the log stays for whoever writes next.
+                conn.execute("PRAGMA busy_timeout=200")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                finally:
+                    conn.execute("PRAGMA busy_timeout=60000")
 
     def close(self) -> None:
         with self._lock:
