@@ -24,7 +24,7 @@ _FLAGS = {"--breakdown", "-b", "--json", "--csv"}
 
 class FastCall:
     """A report command line, parsed. A plain class: this module is imported before anything else the
-    command needs (``main`` first turns the cycle collector off for the imports)."""
+    command needs (``_report`` first turns the cycle collector off for the imports)."""
 
     __slots__ = ("command", "db", "flags", "paths", "refresh", "values", "verbose")
 
@@ -144,11 +144,11 @@ def _report() -> bool:
     # (msgspec, sqlite3, the report code) would set off a dozen collections of everything loaded so far:
     # ~3 % of a warm run's instructions.
     gc.disable()
-    call = parse(sys.argv[1:])
-    if call is not None and run(call):
-        return True
-    gc.enable()  # Typer's commands include the long-running gateway
-    return False
+    try:
+        call = parse(sys.argv[1:])
+        return call is not None and run(call)
+    finally:
+        gc.enable()  # for what runs next: Typer's commands include the long-running gateway
 
 
 def main() -> None:
