@@ -557,6 +557,8 @@ def run_ccusage(version: int, root: Path, key: str, label: str) -> Run:
 
 
 CCLEDGER_VENV = BENCH_DIR / ".peers" / "ccledger-venv"
+# The console script's entry point (pyproject.toml [project.scripts]): what the venv's script must call.
+_ENTRY = "from ccledger.cli.fast import console"
 
 
 def ccledger_argv() -> list[str]:
@@ -570,6 +572,8 @@ def ccledger_argv() -> list[str]:
     if not script.is_file():
         log(f"creating {CCLEDGER_VENV} (editable install of this checkout)")
         subprocess.run([sys.executable, "-m", "venv", str(CCLEDGER_VENV)], check=True)
+    if not script.is_file() or _ENTRY not in script.read_text(errors="replace"):
+        # new, or installed before the console script's entry point changed: pip writes the script anew
         subprocess.run([str(CCLEDGER_VENV / "bin" / "pip"), "install", "-q", "-e", str(REPO)], check=True)
     return [str(script)]
 
