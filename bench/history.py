@@ -9,11 +9,12 @@ What it does (``python bench/history.py --help``):
 1. Builds a realistic transcript corpus of ``--size`` bytes with ``tests.support.corpus.generate``
    (big tool results, several lines per streamed message) or reuses the one cached in
    ``bench/.corpus-<size>/`` when it was built with the same parameters and generator source.
-2. Measures (wall time, peak RSS via ``peers.measure``): ccusage 18 ``daily``, then ccusage 20
-   ``claude daily`` (both ``--json --offline --mode calculate``) and ``ccledger daily --json --tz UTC`` on
-   an empty ledger (cold) alternately, median of ``--cold-repeat`` runs each; then appends ~1 % new lines and measures ccledger warm (median of ``--repeat``
-   runs, each from the same post-cold ledger), ccledger warm with no new bytes, ccusage 20 again (it
-   re-reads everything; median of ``--cold-repeat``) and, with ``--full``, ccusage 18 again.
+2. Measures (wall time, peak RSS via ``peers.measure``) in rounds: ccusage 18 ``daily`` (the first
+   ``--c18-repeat`` rounds), ccusage 20 ``claude daily`` (both ``--json --offline --mode calculate``) and
+   ``ccledger daily --json --tz UTC`` on an empty ledger (cold), ``--cold-repeat`` rounds, medians; then
+   appends ~1 % new lines and alternates ccledger warm (median of ``--repeat`` runs, each from the same
+   post-cold ledger) with ccusage 20 (it re-reads everything; median of ``--cold-repeat``); then ccledger
+   warm with no new bytes and, with ``--full``, ccusage 18 again.
 3. Prints the table, the ratios against the targets, and the totals: ccledger against the generator's
    independently priced ``Expected`` (must match to 1e-8 USD), and each ccusage against it with the
    difference broken down by the peer's known pricing rules (bench/README.md "Verified peer facts").
@@ -992,7 +993,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="ccledger warm runs per kind (median; default 3)")
     parser.add_argument("--cold-repeat", type=int, default=3,
                         help="ccusage 20 and ccledger cold runs, alternating, and ccusage 20 runs after the "
-                             "append (median of each; default 3)")
+                             "append, alternating with ccledger's warm runs (median of each; default 3)")
+    parser.add_argument("--c18-repeat", type=int, default=1,
+                        help="ccusage 18 runs, one at the start of each of the first N cold rounds (median; "
+                             "default 1: it takes 15-70 s a run)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="corpus seed (part of the cache key)")
     parser.add_argument("--wait-idle", type=float, default=120.0,
                         help="before each run wait up to this many seconds for other processes to go quiet")
@@ -1002,6 +1006,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target_bytes, label = parse_size(args.size)
     repeat = max(1, args.repeat)
     cold_repeat = max(1, args.cold_repeat)
+    c18_repeat = min(max(1, args.c18_repeat), cold_repeat)
     global _wait_idle_s
     _wait_idle_s = max(0.0, args.wait_idle)
 
@@ -1026,16 +1031,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan: AppendPlan | None = None
     expected = corpus.expected
     try:
-        if run18:
-            runs["ccusage18"] = run_ccusage(18, corpus.root, "ccusage18", f"ccusage {CCUSAGE_VERSIONS[18]} daily")
         db = work / "ledger.db"
         snap = work / "ledger-after-cold.db"
-        # ccusage 20 and ccledger cold alternate, ``--cold-repeat`` times each: the VM's speed drifts within
-        # minutes, and the ratio of the two medians is steadier than that of two single runs.
+        # The peers and ccledger cold alternate in rounds (ccusage 18 in the first ``--c18-repeat`` only):
+        # the VM's speed drifts within minutes, and the ratio of two medians taken side by side is steadier
+        # than that of two single runs.
+        c18_label = f"ccusage {CCUSAGE_VERSIONS[18]} daily"
         c20_label = f"ccusage {CCUSAGE_VERSIONS[20]} claude daily"
+        cold18: list[Run] = []
         cold20: list[Run] = []
         cold: list[Run] = []
         for i in range(cold_repeat):
+            if run18 and i < c18_repeat:
+                cold18.append(run_ccusage(18, corpus.root, "ccusage18", c18_label))
             cold20.append(run_ccusage(20, corpus.root, "ccusage20", c20_label))
             for suffix in _DB_SUFFIXES:
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -1043,6 +1051,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             r, res = run_ccledger(work, corpus.root, db, "ccledger_cold", "ccledger daily cold")
             (work / "ccledger-cold.stderr").write_text(res.stderr)
             cold.append(r)
+        if cold18:
+            runs["ccusage18"] = median_run(cold18, "ccusage18", c18_label)
         runs["ccusage20"] = median_run(cold20, "ccusage20", c20_label)
         runs["ccledger_cold"] = median_run(cold, "ccledger_cold", "ccledger daily cold")
         snapshot_db(db, snap)
@@ -1051,14 +1061,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"append: {plan.requests} requests = {plan.lines} lines, {mb(plan.bytes):.1f} MB into "
             f"{len(plan.payloads)} files ({len(plan.new_files)} new); hand-priced ${plan.cost:.6f}")
         warm_append: list[Run] = []
-        for i in range(repeat):
-            restore_corpus(corpus.dir)
-            restore_db(snap, db)
-            apply_append(corpus, plan)
-            log(f"running ccledger daily, warm after +1% ({i + 1}/{repeat})")
-            r, _ = run_ccledger(work, corpus.root, db, "ccledger_warm_append", "ccledger daily warm (+1%)")
-            warm_append.append(r)
+        c20_append = f"ccusage {CCUSAGE_VERSIONS[20]} claude daily (+1%)"
+        append20: list[Run] = []
+        for i in range(max(repeat, cold_repeat)):
+            if i < repeat:  # past the warm runs the corpus stays appended and the ledger as the last left it
+                restore_corpus(corpus.dir)
+                restore_db(snap, db)
+                apply_append(corpus, plan)
+                log(f"running ccledger daily, warm after +1% ({i + 1}/{repeat})")
+                r, _ = run_ccledger(work, corpus.root, db, "ccledger_warm_append", "ccledger daily warm (+1%)")
+                warm_append.append(r)
+            if i < cold_repeat:  # ccusage 20 reads the same appended corpus, right after
+                append20.append(run_ccusage(20, corpus.root, "ccusage20_append", c20_append))
         runs["ccledger_warm_append"] = median_run(warm_append, "ccledger_warm_append", "ccledger daily warm (+1%)")
+        runs["ccusage20_append"] = median_run(append20, "ccusage20_append", c20_append)
         warm_same: list[Run] = []
         for i in range(repeat):
             log(f"running ccledger daily, warm with no new bytes ({i + 1}/{repeat})")
@@ -1066,11 +1082,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             warm_same.append(r)
         runs["ccledger_warm_nochange"] = median_run(warm_same, "ccledger_warm_nochange",
                                                     "ccledger daily warm (no change)")
-        c20_append = f"ccusage {CCUSAGE_VERSIONS[20]} claude daily (+1%)"
-        runs["ccusage20_append"] = median_run(
-            [run_ccusage(20, corpus.root, "ccusage20_append", c20_append) for _ in range(cold_repeat)],
-            "ccusage20_append", c20_append,
-        )
         if run18 and args.full:
             runs["ccusage18_append"] = run_ccusage(18, corpus.root, "ccusage18_append",
                                                    f"ccusage {CCUSAGE_VERSIONS[18]} daily (+1%)")
