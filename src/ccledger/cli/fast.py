@@ -151,12 +151,16 @@ def _report() -> bool:
         gc.enable()  # for what runs next: Typer's commands include the long-running gateway
 
 
+def _typer() -> None:
+    from ccledger.cli.main import run as run_typer
+
+    run_typer()
+
+
 def main() -> None:
     """The command line, for callers that go on afterwards (tests, ``python -c``)."""
     if not _report():
-        from ccledger.cli.main import run as run_typer
-
-        run_typer()
+        _typer()
 
 
 def console() -> None:
@@ -170,9 +174,7 @@ def console() -> None:
     worker processes have been joined, and nothing registers exit handlers on this path.
     """
     if not _report():
-        from ccledger.cli.main import run as run_typer
-
-        run_typer()
+        _typer()
         return
     import os
 

@@ -200,6 +200,11 @@ class Ledger:
             f"VALUES ({', '.join([mark] * 5)}) ON CONFLICT (line_key) DO NOTHING"
         )
 
+    @property
+    def _sqlite_path(self) -> str:
+        """The SQLite file this ledger's URL names (``:memory:`` when it names none)."""
+        return self.url.split(":///", 1)[1] if ":///" in self.url else ":memory:"
+
     @classmethod
     def open(cls, url: str) -> Ledger:
         ledger = cls(url)
@@ -280,7 +285,7 @@ class Ledger:
             return
         import os
 
-        path = self.url.split(":///", 1)[1] if ":///" in self.url else ":memory:"
+        path = self._sqlite_path
         try:
             size = os.stat(f"{path}-wal").st_size
         except OSError:
@@ -331,7 +336,7 @@ class Ledger:
             import sqlite3
             from pathlib import Path
 
-            path = self.url.split(":///", 1)[1] if ":///" in self.url else ":memory:"
+            path = self._sqlite_path
             if path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             _register_sqlite_adapters(sqlite3)
@@ -538,7 +543,7 @@ class Ledger:
         if self.dialect == "sqlite":
             from pathlib import Path
 
-            path = self.url.split(":///", 1)[1] if ":///" in self.url else ":memory:"
+            path = self._sqlite_path
             if path != ":memory:" and not Path(path).exists():
                 return {}  # do not create the file just to look: migrate() will
         try:
