@@ -422,6 +422,14 @@ def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypat
         {"type": "user", "message": {"role": "user", "content": "x", **{f"k{i}": i for i in range(40)}},
          "toolUseResult": {f"k{i}": i for i in range(40)}},
         {"type": "summary", **{f"k{i}": i for i in range(40)}},
+        # tool results of every JSON type: only an object's own structuredPatch is an edit
+        {**patch, "uuid": "p4", "toolUseResult": "a structuredPatch as text"},
+        {**patch, "uuid": "p5", "toolUseResult": [{"structuredPatch": [{"lines": ["+l"]}]}]},
+        {**patch, "uuid": "p6", "toolUseResult": {"structuredPatch": None}},
+        {**patch, "uuid": "p7", "toolUseResult": 12345.5},
+        {**patch, "uuid": "p8", "toolUseResult": None},
+        {**patch, "uuid": "p9", "message": {"role": "user", "content": "structuredPatch"},
+         "toolUseResult": {"stdout": "x", "structuredPatch": [{"lines": ["-m"]}]}},
     ]
     f = tmp_path / "odd.jsonl"
     decoded = count_decoded_chunks(monkeypatch)
@@ -443,14 +451,15 @@ def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypat
                                 [(b.line_no, b.reason) for b in scan.bad],
                                 [(p.line_key, p.added, p.removed) for p in scan.patches])
         assert seen[name, "pointer"] == seen[name, "search"] == seen[name, "decode"], name
-    # Independent of any path: the two good requests, the edit (2 added, 1 removed), and reported bad
+    # Independent of any path: the two good requests, the edits (p1: 2 added, 1 removed; p2; p3; p9: the
+    # only tool result of the last six that is an object with a patch), and reported bad
     # the lines 2, 3, 4 (usage outside a message), 7 (a message that is not an object), 8 (a message
     # usage block without a model) and 9 (no timestamp); without the misfits, lines 8 and 9 are 6 and 7.
     for name, bad_lines in (("all", [2, 3, 4, 7, 8, 9]), ("fit", [2, 3, 6, 7])):
         records, bad, patches = seen[name, "search"]  # type: ignore[misc]
         assert [k for k, _ in records] == ["msg:m1", "msg:m2"]
         assert [n for n, _ in bad] == bad_lines
-        assert [(a, r) for _, a, r in patches] == [(2, 1), (1, 0), (1, 2)]
+        assert [(a, r) for _, a, r in patches] == [(2, 1), (1, 0), (1, 2), (0, 1)]
 
 
 @pytest.mark.parametrize("lookup", LOOKUPS)

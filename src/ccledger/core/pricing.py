@@ -380,13 +380,15 @@ class PriceBook(msgspec.Struct):
         )
         web_pico = web_search_requests * 10_000_000_000  # $0.01 == 1e10 pico-dollars
         multiplier = self.multiplier
-        if not (geo or regional or service_tier) and (multiplier is _ONE or multiplier == 1):
+        # "standard", the tier nearly every request reports, is no modifier: only batch is.
+        batch = service_tier is not None and service_tier != "standard" and service_tier.lower() == "batch"
+        if not (geo or regional or batch) and (multiplier is _ONE or multiplier == 1):
             # The usual request: no modifier, so pico -> nano is the only division.
             return Quote(_div_half_even(token_pico + web_pico, 1000), None if entry is None else entry.key,
                          entry is None, long_context)
         # Token modifiers as an exact fraction num/den: batch halves, US residency adds 10%.
         num, den = 1, 1
-        if service_tier is not None and service_tier.lower() == "batch":
+        if batch:
             den *= 2
         if geo:
             num, den = num * 11, den * 10

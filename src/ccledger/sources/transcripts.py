@@ -91,6 +91,22 @@ class _AssistantLine(msgspec.Struct):
     message: WireMessage | None = None
 
 
+class _PatchProbe(msgspec.Struct):
+    """A tool result read only as far as whether it holds an edit patch (its other keys are skipped)."""
+
+    structuredPatch: msgspec.Raw = msgspec.Raw()
+
+
+class _ChunkLine(_AssistantLine):
+    """A line of a clean chunk of short lines (``_decoded_lines``): what a request needs, and whether the
+    line is an edit's result. ``toolUseResult`` takes any JSON value; only an object is looked into (a
+    string or number is built, a list's items are not). Why: finding the edits by searching every byte of
+    the chunk for their key cost ~0.5 ns a byte, 5 % of a dense refresh; skipping the same bytes while
+    decoding costs almost nothing more."""
+
+    toolUseResult: _PatchProbe | list[msgspec.Raw] | str | int | float | bool | None = None
+
+
 class _Hunk(msgspec.Struct):
     lines: list[str] = []
 
@@ -122,7 +138,7 @@ _DECODE_ERRORS = (msgspec.DecodeError, RecursionError)  # ValidationError is a D
 # higher limit, every line simdjson accepts msgspec accepts too; deeper ones are bad in both.
 _NESTING_LIMIT = 3000
 _decode_assistant = msgspec.json.Decoder(_AssistantLine).decode
-_decode_assistant_lines = msgspec.json.Decoder(_AssistantLine).decode_lines
+_decode_chunk_lines = msgspec.json.Decoder(_ChunkLine).decode_lines
 _decode_patch_line = msgspec.json.Decoder(_PatchLine).decode
 _decode_patch = msgspec.json.Decoder(_PatchResult).decode
 
@@ -390,7 +406,7 @@ def _simd_array_ok(buf: bytes, lines: int, blanks: list[int]) -> bool:
     return len(doc) == lines  # e.g. ``{..},{..}`` on one line reads as two elements
 
 
-def _clean_short_lines(buf: bytes, lines: int, blanks: list[int]) -> list[_AssistantLine] | None:
+def _clean_short_lines(buf: bytes, lines: int, blanks: list[int]) -> list[_ChunkLine] | None:
     """Every line of ``buf`` decoded, when each line is one UTF-8 JSON object (the fast yes for a chunk
     of short lines), else None: the chunk may hold a bad line (or a line that does not fit the struct,
     such as a ``message`` that is a string), and ``_bad_line_spans`` judges it line by line.
@@ -404,7 +420,7 @@ def _clean_short_lines(buf: bytes, lines: int, blanks: list[int]) -> list[_Assis
     if not _simd_array_ok(buf, lines, blanks):
         return None
     try:
-        decoded = _decode_assistant_lines(buf)
+        decoded = _decode_chunk_lines(buf)
     except _DECODE_ERRORS:
         return None
     return decoded if len(decoded) == lines else None
@@ -591,7 +607,7 @@ def _patch_lines(buf: bytes, where: _Where, scan: FileScan, skip: set[int]) -> N
 
 
 def _decoded_lines(
-    lines: list[_AssistantLine], buf: bytes, starts: list[int], ends: list[int], base: int, line_no: int,
+    lines: list[_ChunkLine], buf: bytes, starts: list[int], ends: list[int], base: int, line_no: int,
     where: _Where, scan: FileScan,
 ) -> None:
     """``_marked_lines`` for a clean chunk of short lines, from every line decoded in one msgspec call
@@ -601,22 +617,28 @@ def _decoded_lines(
 
     The same lines come out as from ``_marked_lines`` (tested): a line is offered as a request when it
     could be one (a ``message.usage``, or type ``assistant`` or none) and holds a usage block where the
-    key search would find one; every other line is checked for an edit patch as there.
+    key search would find one; every other line whose tool result has a ``structuredPatch`` is read as
+    an edit, as there (where the key's bytes are searched for and the same decoder judges the line).
     """
-    requests: set[int] = set()
+    probe = _PatchProbe
     for obj, ls, le in zip(lines, starts, ends, strict=True):
         msg = obj.message
         if msg is None or msg.usage is None:
             kind = obj.type
             if kind is not None and kind != "assistant":
+                result = obj.toolUseResult
+                if result.__class__ is probe and result.structuredPatch:  # type: ignore[union-attr]
+                    _patch_line(buf[ls:le], where, scan)
                 continue
         if _usage_block_at(buf, ls, le) == -1:
+            result = obj.toolUseResult
+            if result.__class__ is probe and result.structuredPatch:  # type: ignore[union-attr]
+                _patch_line(buf[ls:le], where, scan)
             continue
+        obj.toolUseResult = None  # a kept request must not hold on to the chunk (a probe's raw bytes do)
         why = _offer(obj, base + ls, scan)
         if why is not None:
             _bad(scan, where.path, line_no + buf.count(b"\n", 0, ls) + 1, why)
-        requests.add(ls)
-    _patch_lines(buf, where, scan, requests)
 
 
 def _usage_block_at(buf: bytes, start: int, end: int) -> int:
