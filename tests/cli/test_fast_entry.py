@@ -121,7 +121,7 @@ def test_short_path_imports_no_typer_rich_or_pydantic(tmp_path: Path, corpus: Pa
     loads Rich but still not Typer. (msgspec is always loaded: the records and reports are its structs.)
     Nor does anything load typing_extensions (and with it inspect, ast, dis, tokenize)."""
     heavy = {"typer", "rich", "pydantic", "click", "simdjson", "csimdjson", "dataclasses", "typing_extensions",
-             "inspect", "hashlib", "json"}
+             "inspect", "hashlib", "json", "threading"}
     env = _env(tmp_path, corpus, tmp_path / "i.db")
     loaded = []
     for args in (["daily", "--json"], ["daily", "--json"], ["daily"]):
@@ -136,10 +136,11 @@ def test_short_path_imports_no_typer_rich_or_pydantic(tmp_path: Path, corpus: Pa
         loaded.append(proc.stderr.strip().splitlines()[-1])
     # the first run read the corpus, the second nothing, the third printed a table
     # The first run reads with simdjson's extension module (not the package around it, which imports json),
-    # and saves which unknown models it warned about (json); Rich brings its own dataclasses (and inspect).
-    # Never typing_extensions, which msgspec would read type hints with (see ccledger/__init__.py), nor
-    # hashlib (OpenSSL) for the head-of-file hash.
-    assert loaded == ["['csimdjson', 'json']", "[]", "['dataclasses', 'inspect', 'rich']"]
+    # and saves which unknown models it warned about (json); Rich brings its own dataclasses, inspect and
+    # threading. Never typing_extensions, which msgspec would read type hints with (see
+    # ccledger/__init__.py), nor hashlib (OpenSSL) for the head-of-file hash, nor threading for the store's
+    # lock.
+    assert loaded == ["['csimdjson', 'json']", "[]", "['dataclasses', 'inspect', 'rich', 'threading']"]
 
 
 def test_a_tz_variable_naming_a_folder_falls_back_to_the_machine_zone(tmp_path: Path, corpus: Path) -> None:

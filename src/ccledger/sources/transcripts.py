@@ -16,11 +16,11 @@ Why it is shaped like this:
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import mmap
 import os
 import sys
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -347,7 +347,7 @@ _POINTER_LINE_BYTES = 4 * 1024
 # Clean chunks of shorter lines are decoded whole (``_decoded_lines``); tests switch this off to compare
 # with the key search (``_marked_lines``), which judges the chunks that are not clean.
 _DECODE_CLEAN_CHUNKS = True
-_simd = threading.local()
+_simd = _thread._local()  # threading.local without importing threading (see store.ledger)
 
 
 def _object_lines(buf: bytes) -> tuple[list[int], list[int], list[int]] | None:
