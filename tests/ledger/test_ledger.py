@@ -8,7 +8,7 @@ from decimal import Decimal
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import FileCursor, TokenCounts, UsageRecord
 from ccledger.store.engine import make_engine
-from ccledger.store.ledger import CodeChange, Ledger, price_record, row_of
+from ccledger.store.ledger import CodeChange, Ledger, bare_row, price_record, priced_row, row_of
 from ccledger.store.migrations import HEAD
 
 BOOK = PriceBook.load()
@@ -142,6 +142,44 @@ def test_replacement_keeps_attribution_the_other_source_knew_and_long_values_fit
     assert (row["output_tokens"], row["project"], row["git_branch"], row["user_id"], row["key_id"]) == (
         20, "/repo", "main", "alice", "key_1")
     assert len(row["client_version"]) == 64
+
+
+def test_bare_rows_store_what_full_rows_store(ledger_url):
+    """A refresh writes a request without the columns local history never fills (``bare_row``): stored,
+    it is the same record as the full row of the same request; a record with any of them filled gets the
+    full row, and one call may mix both."""
+    variants = [
+        {},
+        {"speed": "fast", "inference_geo": "us", "service_tier": "batch", "is_sidechain": True,
+         "agent_id": "a" * 250, "parent_agent_id": "p1", "project": "/repo", "git_branch": "main",
+         "client_version": "2." + "1" * 80, "session_id": "s1", "request_id": "req_1"},
+        {"model": "claude-future-9", "web_search_requests": 3},
+        {"user_id": "alice", "key_id": "key_1", "workspace": "w", "group_id": "g"},
+        {"duration_ms": 1234},
+        {"extra": {"via": "x"}},
+    ]
+    records = []
+    for n, kw in enumerate(variants):
+        for prefix in ("bare", "full"):
+            model = kw.get("model", "claude-sonnet-4-5")
+            fields = {k: v for k, v in kw.items() if k != "model"}
+            records.append(rec(f"{prefix}{n}", 100 + n, model=model, **fields))
+    rows = [(bare_row if r.dedupe_key.startswith("bare") else priced_row)(BOOK, r) for r in records]
+    shapes = [len(row) for row in rows]
+    assert shapes[0] < shapes[1] and shapes[2] == shapes[0] and shapes[6] == shapes[7] == shapes[8]
+    ledger = Ledger.open(ledger_url)
+    ledger.ingest(rows, [], [])
+    ledger.ingest(rows, [], [])  # idempotent in either shape
+    stored = {r["dedupe_key"]: r for r in ledger.iter_records()}
+    assert len(stored) == len(records)
+    for n in range(len(variants)):
+        bare, full = dict(stored[f"bare{n}"]), dict(stored[f"full{n}"])
+        for row in (bare, full):
+            row.pop("dedupe_key")
+            row.pop("id", None)
+        assert bare == full, variants[n]
+    assert stored["bare3"]["user_id"] == "alice" and stored["bare4"]["duration_ms"] == 1234
+    assert totals(ledger)[0] == len(records)
 
 
 def test_a_failed_commit_is_rolled_back_so_the_connection_stays_usable(tmp_path):

@@ -21,7 +21,7 @@ from typing import Any
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import FileCursor
 from ccledger.sources.transcript_files import RefreshStats, discover_paths, pending, transcript_dirs
-from ccledger.store.ledger import CodeChange, Ledger, priced_row, to_ms
+from ccledger.store.ledger import CodeChange, Ledger, bare_row, to_ms
 
 # Rows per transaction. Each commit writes every page it dirtied to SQLite's log, and requests' keys are
 # random, so most leaf pages of the key index are dirtied by every batch: 20,000 rows instead of 10,000
@@ -77,7 +77,7 @@ class _Batch:
         rows = self.rows
         out.records += len(scan.records)  # one per request in this file
         for rec in scan.records:
-            row = priced_row(book, rec)
+            row = bare_row(book, rec)
             prev_row = rows.get(rec.dedupe_key)
             # Within a batch keep the most complete copy; across batches the store's upsert does the same.
             if prev_row is None or row[-1] > prev_row[-1]:  # type: ignore[operator]
