@@ -655,10 +655,10 @@ def test_what_a_file_yields_does_not_depend_on_the_chunk_sizes(tmp_path, monkeyp
     generate(root, seed=11, sessions=6, requests_per_session=25, big_tool_results=True)
     files = sorted((root / "projects").rglob("*.jsonl"))
 
-    def read_all() -> list[object]:
+    def read_all(long_chunks: bool = False) -> list[object]:
         out: list[object] = []
         for f in files:
-            scan = scan_file(f, None)
+            scan = scan_file(f, None, long_chunks=long_chunks)
             assert scan is not None and scan.error is None
             out.append((sorted((r.dedupe_key, r.tokens, r.ts) for r in scan.records),
                         [(b.line_no, b.reason) for b in scan.bad],
@@ -668,6 +668,8 @@ def test_what_a_file_yields_does_not_depend_on_the_chunk_sizes(tmp_path, monkeyp
 
     real = read_all()
     assert any(r[1] for r in real) and any(r[0] for r in real)  # bad lines and records to compare
+    assert read_all(long_chunks=True) == real
     monkeypatch.setattr(transcripts, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(transcripts, "LONG_CHUNK_BYTES", 16384)
     assert read_all() == real
+    assert read_all(long_chunks=True) == real

@@ -54,9 +54,12 @@ def _merge(into: RefreshStats, part: RefreshStats) -> None:
 class _Batch:
     """Rows, code changes and read positions waiting for one transaction."""
 
-    def __init__(self, ledger: Ledger, before_write: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, ledger: Ledger, before_write: Callable[[], None] | None = None, *, long_chunks: bool = False
+    ) -> None:
         self.ledger = ledger
         self.before_write = before_write
+        self.long_chunks = long_chunks  # see transcripts.scan_file
         self.rows: dict[str, Row] = {}
         self.changes: list[CodeChange] = []
         self.cursors: list[FileCursor] = []
@@ -64,7 +67,7 @@ class _Batch:
     def add(self, path: Path, prev: FileCursor | None, book: PriceBook, out: RefreshStats) -> None:
         from ccledger.sources.transcripts import scan_file  # only when there is something to read
 
-        scan = scan_file(path, prev)
+        scan = scan_file(path, prev, long_chunks=self.long_chunks)
         if scan is None:
             return
         if scan.error:
@@ -176,8 +179,8 @@ _worker: dict[str, Any] = {}
 def _init_worker(url: str, book: PriceBook, schema_ready: Any, groups: list[list[Work]], claim: Any,
                  done: Any) -> None:  # fmt: skip
     gc.disable()  # as in refresh(): a worker only reads and writes, and lives for one run
-    keep_freed_memory()
-    _worker.update(ledger=Ledger(url), book=book, ready=schema_ready, groups=groups, claim=claim, done=done)
+    _worker.update(ledger=Ledger(url), book=book, ready=schema_ready, groups=groups, claim=claim, done=done,
+                   long_chunks=keep_freed_memory())  # fmt: skip
 
 
 def keep_freed_memory() -> bool:
@@ -220,7 +223,7 @@ def _ingest_groups() -> RefreshStats:
     book: PriceBook = _worker["book"]
     groups: list[list[Work]] = _worker["groups"]
     claim, done = _worker["claim"], _worker["done"]
-    batch = _Batch(_worker["ledger"], before_write=_wait_for_schema)
+    batch = _Batch(_worker["ledger"], before_write=_wait_for_schema, long_chunks=_worker["long_chunks"])
     out = RefreshStats()
     while True:
         with claim.get_lock():
