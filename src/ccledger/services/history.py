@@ -16,10 +16,12 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+
+import msgspec
 
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import FileCursor
+from ccledger.services import forked
 from ccledger.sources.transcript_files import RefreshStats, discover_paths, pending, transcript_dirs
 from ccledger.store.ledger import CodeChange, Ledger, bare_row, to_ms
 
@@ -152,7 +154,7 @@ def _refresh(
     hook = progress(total) if progress else None
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1
-    if workers > 1 and len(work) > 1:
+    if workers > 1 and len(work) > 1 and forked.available():
         _refresh_parallel(ledger, book, work, workers, current, stats, hook, total)
         return stats
     if not current:
@@ -168,19 +170,7 @@ def _refresh(
     return stats
 
 
-# -- worker processes -----------------------------------------------------------------------------------
-
-# Set in each worker by _init_worker: its own store connection, the price book, the signal that the
-# parent has created the schema, the groups of files, the shared index of the next group to take, and the
-# shared count of bytes done (for the progress bar).
-_worker: dict[str, Any] = {}
-
-
-def _init_worker(url: str, book: PriceBook, schema_ready: Any, groups: list[list[Work]], claim: Any,
-                 done: Any) -> None:  # fmt: skip
-    gc.disable()  # as in refresh(): a worker only reads and writes, and lives for one run
-    _worker.update(ledger=Ledger(url), book=book, ready=schema_ready, groups=groups, claim=claim, done=done,
-                   long_chunks=keep_freed_memory())  # fmt: skip
+# -- worker processes (services.forked) -------------------------------------------------------------------
 
 
 def keep_freed_memory() -> bool:
@@ -208,42 +198,37 @@ def keep_freed_memory() -> bool:
     return mallopt(m_trim_threshold, 256 << 20) == 1 and ok
 
 
-def _wait_for_schema() -> None:
-    if not _worker["ready"].wait(timeout=600):
-        raise RuntimeError("the ledger's schema was not created in time")
+def _ingest_groups(
+    shared: forked.Shared, slot: int, url: str, book: PriceBook, groups: list[list[Work]]
+) -> bytes:
+    """Read, price and store groups of files until none is left (runs in a worker process); its
+    figures, encoded for the parent.
 
-
-def _ingest_groups() -> RefreshStats:
-    """Read, price and store groups of files until none is left (runs in a worker process).
-
-    Groups are taken one at a time from a shared index, so both workers stay busy to the end; rows are
+    Groups are taken one at a time from the shared queue, so both workers stay busy to the end; rows are
     written in transactions of ``BATCH_RECORDS`` across groups rather than one per group, which on SQLite
     cost ~5 µs more per row (each transaction starts by re-reading what the other process changed).
     """
-    book: PriceBook = _worker["book"]
-    groups: list[list[Work]] = _worker["groups"]
-    claim, done = _worker["claim"], _worker["done"]
-    batch = _Batch(_worker["ledger"], before_write=_wait_for_schema, long_chunks=_worker["long_chunks"])
+    gc.disable()  # as in refresh(): a worker only reads and writes, and lives for one run
+
+    def wait_for_schema() -> None:
+        if not shared.wait_ready(600):
+            raise RuntimeError("the ledger's schema was not created in time")
+
+    batch = _Batch(Ledger(url), before_write=wait_for_schema, long_chunks=keep_freed_memory())
     out = RefreshStats()
-    while True:
-        with claim.get_lock():
-            i = claim.value
-            claim.value = i + 1
-        if i >= len(groups):
-            break
+    while (i := shared.claim()) is not None:
         for path, prev, _nbytes in groups[i]:
             batch.add(path, prev, book, out)
         if i >= len(groups) - len(groups) // TAIL_SHARE:
             # The last groups (the smallest): write as they are read, when the lock is free, so that the
             # workers do not end with thousands of rows each to write one after the other.
             batch.flush(wait=False)
-        with done.get_lock():
-            done.value += sum(n for _, _, n in groups[i])
+        shared.add_progress(slot, sum(n for _, _, n in groups[i]))
     batch.flush()
     # The write-ahead log into the store file now, while the other worker may still be reading: otherwise
     # the parent's close does it all after the report (~35 ms of a 1 GB first run's ~1.1 s).
     batch.ledger.checkpoint()
-    return out
+    return msgspec.msgpack.encode(out)
 
 
 def _groups(work: list[Work], workers: int) -> list[list[Work]]:
@@ -274,37 +259,31 @@ def _refresh_parallel(
     hook: ProgressHook | None,
     total: int,
 ) -> None:
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-    ready = ctx.Event()
-    if current:
-        ready.set()
     groups = _groups(work, workers)
-    claim = ctx.Value("q", 0)
-    done = ctx.Value("q", 0)
-    with cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker,
-        initargs=(ledger.url, book, ready, groups, claim, done),
-    ) as pool:  # fmt: skip
-        # One task per worker; should one process run both, the second finds nothing left: still correct.
-        futures = [pool.submit(_ingest_groups) for _ in range(workers)]
+    shared = forked.Shared(len(groups), workers)
+    if current:
+        shared.set_ready()
+
+    def create_schema() -> None:
         if not current:
             try:
                 ledger.migrate()  # while the workers read their first files
             finally:
-                ready.set()  # on failure too, so workers fail on the missing schema instead of waiting
-        waiting = set(futures)
-        while waiting:
-            finished, waiting = cf.wait(waiting, timeout=0.2, return_when=cf.FIRST_EXCEPTION)
-            if any(f.exception() for f in finished):
-                with claim.get_lock():
-                    claim.value = len(groups)  # the other workers take no more groups: fail soon
-                break
-            if hook:
-                hook(done.value, total)
-        for fut in futures:
-            _merge(stats, fut.result())  # raises the first worker error, if any
+                shared.set_ready()  # on failure too, so workers fail on the missing schema instead of waiting
+
+    def tick() -> None:
+        if hook:
+            hook(shared.progress(), total)
+
+    try:
+        results = forked.run(
+            shared, workers, lambda slot: _ingest_groups(shared, slot, ledger.url, book, groups),
+            started=create_schema, tick=tick,
+        )  # fmt: skip
+    finally:
+        shared.close()
+    decode = msgspec.msgpack.Decoder(RefreshStats).decode
+    for payload in results:
+        _merge(stats, decode(payload))
     # Workers finish in any order: list bad lines by file and line.
     stats.bad.sort(key=lambda b: (b.path, b.line_no))
