@@ -16,14 +16,17 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import FileCursor
-from ccledger.services import forked
 from ccledger.sources.transcript_files import RefreshStats, discover_paths, pending, transcript_dirs
 from ccledger.store.ledger import CodeChange, Ledger, bare_row, to_ms
+
+if TYPE_CHECKING:
+    from ccledger.services.forked import Shared
 
 # Rows per transaction. Each commit writes every page it dirtied to SQLite's log, and requests' keys are
 # random, so most leaf pages of the key index are dirtied by every batch: 20,000 rows instead of 10,000
@@ -154,7 +157,7 @@ def _refresh(
     hook = progress(total) if progress else None
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1
-    if workers > 1 and len(work) > 1 and forked.available():
+    if workers > 1 and len(work) > 1 and hasattr(os, "fork"):
         _refresh_parallel(ledger, book, work, workers, current, stats, hook, total)
         return stats
     if not current:
@@ -198,9 +201,7 @@ def keep_freed_memory() -> bool:
     return mallopt(m_trim_threshold, 256 << 20) == 1 and ok
 
 
-def _ingest_groups(
-    shared: forked.Shared, slot: int, url: str, book: PriceBook, groups: list[list[Work]]
-) -> bytes:
+def _ingest_groups(shared: Shared, slot: int, url: str, book: PriceBook, groups: list[list[Work]]) -> bytes:
     """Read, price and store groups of files until none is left (runs in a worker process); its
     figures, encoded for the parent.
 
@@ -259,6 +260,8 @@ def _refresh_parallel(
     hook: ProgressHook | None,
     total: int,
 ) -> None:
+    from ccledger.services import forked  # only a first run (or a large read) needs it
+
     groups = _groups(work, workers)
     shared = forked.Shared(len(groups), workers)
     if current:

@@ -9,7 +9,6 @@ write 5m/1h split), then overwrite with the non-null fields of the *last* ``mess
 are cumulative, never summed).
 """
 
-from __future__ import annotations
 
 import math
 

@@ -14,7 +14,6 @@ Why it is shaped like this:
   the most complete usage wins, here within a run and in the store across runs and files.
 """
 
-from __future__ import annotations
 
 import _thread
 import contextlib
