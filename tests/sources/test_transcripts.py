@@ -323,7 +323,7 @@ def test_bulk_validation_finds_exactly_the_bad_lines(spec):
     found = _object_lines(buf)
     if found is not None:
         starts, ends, blanks = found
-        short = _clean_short_lines(buf, len(starts), blanks) is not None
+        short = _clean_short_lines(buf, len(starts)) is not None
         for yes in (short, _keyed_values(buf, list(zip(starts, ends, strict=True))) is not None):
             if yes:
                 assert expected == [] and len(starts) + len(blanks) == len(lines)
