@@ -4,10 +4,11 @@ Why it is shaped like this:
 - Files only grow while Claude Code writes them, so each file's identity and the offset just past its
   last complete line are remembered, and a later run reads only the new bytes. A file that shrank, was
   replaced (new inode) or whose first bytes changed is read again from the start; upserts make that safe.
-- Every line is validated, a chunk of lines at a time: simdjson checks structure and UTF-8 in one
-  vectorised pass and gives the fast yes; in a chunk it refuses, the lines it cannot vouch for in
-  smaller groups are judged one by one by msgspec, which alone decides which lines are bad. Only lines
-  holding a usage block or an edit patch are decoded into objects: the megabyte tool results are never
+- Every line is validated, a chunk of lines at a time, and a clean chunk gets a fast yes: for short lines
+  Python's UTF-8 decoder and one msgspec pass over the chunk as JSON Lines, for long lines one simdjson
+  pass (structure and UTF-8, vectorised). In a chunk that fails, simdjson checks smaller groups and the
+  lines it cannot vouch for are judged one by one by msgspec, which alone decides which lines are bad.
+  Only lines holding a usage block or an edit patch become objects: the megabyte tool results are never
   materialised.
 - The file is memory-mapped, so a single 100 MB line costs address space, not heap.
 - One API request is one record: lines are keyed by ``message.id`` (falling back to ``requestId``), and
