@@ -15,7 +15,6 @@ Why it is shaped like this:
   the most complete usage wins, here within a run and in the store across runs and files.
 """
 
-
 import _thread
 import contextlib
 import mmap
@@ -261,8 +260,8 @@ class _Where(msgspec.Struct):
 
 
 def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan, long_chunk: int) -> None:
-    """Read complete lines from ``pos`` in chunks of a few MB, validating each chunk in one call and
-    decoding only the lines that carry usage or an edit patch."""
+    """Read complete lines from ``pos`` in chunks (``CHUNK_BYTES``; ``long_chunk`` after a chunk of long
+    lines), validating each chunk in one call and decoding only the lines that carry usage or an edit."""
     state = scan.state
     parent_session, file_agent = _file_context(path)
     where = _Where(str(path), parent_session, file_agent)

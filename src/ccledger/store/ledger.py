@@ -46,7 +46,6 @@ _KEEP_IF_EMPTY = frozenset({
 _BARE_FIXED: dict[str, str | None] = {
     "user_id": "", "group_id": "", "key_id": "", "workspace": "", "duration_ms": None, "extra": None,
 }  # fmt: skip
-_BARE_COLUMNS = tuple(c for c in _COLUMNS if c not in _BARE_FIXED)
 _BARE_SLOTS = tuple((i, _BARE_FIXED[c]) for i, c in enumerate(_COLUMNS) if c in _BARE_FIXED)
 
 _TS = _COLUMNS.index("ts_ms")
@@ -842,5 +841,3 @@ def _quote(book: PriceBook, record: UsageRecord) -> Quote:
     record.cost_nanos = q.cost_nanos
     record.unknown_model = q.unknown
     return q
-
-
