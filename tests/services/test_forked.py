@@ -90,3 +90,19 @@ def test_a_worker_that_dies_is_reported():
     with pytest.raises(forked.WorkerFailed, match="died"):
         forked.run(shared, 1, work)
     shared.close()
+
+
+def test_groups_never_outnumber_what_the_queue_holds():
+    """However many files (here 40,000 of one byte, asked for with two workers), the groups fit the
+    workers' queue; and the history module's copy of the limit is the queue's."""
+    from pathlib import Path
+
+    from ccledger.services import history
+
+    assert history.MAX_GROUPS == forked.MAX_TASKS
+    work = [(Path(f"/x/{i}.jsonl"), None, 1) for i in range(40_000)]
+    groups = history._groups(work, 2)
+    assert len(groups) <= forked.MAX_TASKS
+    assert sorted(str(w[0]) for g in groups for w in g) == sorted(str(w[0]) for w in work)
+    with pytest.raises(ValueError, match="too many tasks"):
+        forked.Shared(forked.MAX_TASKS + 1, 2)

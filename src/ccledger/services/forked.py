@@ -20,6 +20,8 @@ from collections.abc import Callable
 from typing import NoReturn
 
 _OK, _FAILED = b"\x00", b"\x01"
+# A pipe holds 64 KiB on Linux, and the task numbers (4 bytes each) are written before any worker reads.
+MAX_TASKS = 16_384
 
 
 def available() -> bool:
@@ -34,11 +36,20 @@ class Shared:
     """What the parent and its workers share; created by the parent before it forks."""
 
     def __init__(self, tasks: int, workers: int) -> None:
-        if tasks * 4 > select.PIPE_BUF * 16:  # the numbers must fit the pipe: nobody reads them yet
-            raise ValueError(f"too many tasks for one queue: {tasks}")
+        if tasks > MAX_TASKS:
+            raise ValueError(f"too many tasks for one queue: {tasks} (at most {MAX_TASKS})")
         self._claims, w = os.pipe()
-        os.write(w, b"".join(i.to_bytes(4, "little") for i in range(tasks)))
-        os.close(w)  # once the numbers are taken, a read finds the end of the pipe: no task left
+        numbers = b"".join(i.to_bytes(4, "little") for i in range(tasks))
+        os.set_blocking(w, False)  # a pipe the system made smaller must fail here, not hang
+        try:
+            written = os.write(w, numbers) if numbers else 0
+        except BlockingIOError:
+            written = 0
+        finally:
+            os.close(w)  # once the numbers are taken, a read finds the end of the pipe: no task left
+        if written != len(numbers):
+            os.close(self._claims)
+            raise ValueError(f"the queue's pipe holds fewer than {tasks} task numbers")
         self._ready_r, self._ready_w = os.pipe()
         self._progress = mmap.mmap(-1, 8 * max(workers, 1))
 

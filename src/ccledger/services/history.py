@@ -39,6 +39,7 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 # groups are small, so both workers finish at about the same time (transactions span groups).
 GROUPS_PER_WORKER = 64
 TAIL_SHARE = 8  # the last 1/TAIL_SHARE of the groups are written group by group
+MAX_GROUPS = 16_384  # services.forked.MAX_TASKS (not imported: a warm run does not load that module)
 MAX_BAD_KEPT = 1000
 
 ProgressHook = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -233,9 +234,11 @@ def _ingest_groups(shared: Shared, slot: int, url: str, book: PriceBook, groups:
 
 
 def _groups(work: list[Work], workers: int) -> list[list[Work]]:
-    """Files in groups of similar size, largest first, so the last group to finish is a small one."""
+    """Files in groups of similar size, largest first, so the last group to finish is a small one; never
+    more groups than the workers' queue holds (``forked.MAX_TASKS``: each closed group has ``target``
+    bytes or more, and one is left open)."""
     total = sum(max(n, 1) for _, _, n in work)
-    target = max(1, total // (workers * GROUPS_PER_WORKER))
+    target = max(1, total // (workers * GROUPS_PER_WORKER), -(-total // (MAX_GROUPS - 1)))
     groups: list[list[Work]] = []
     current: list[Work] = []
     size = 0
