@@ -595,14 +595,8 @@ def _decoded_lines(
     probe = _PatchProbe
     for obj, ls, le in zip(lines, starts, ends, strict=True):
         msg = obj.message
-        if msg is None or msg.usage is None:
-            kind = obj.type
-            if kind is not None and kind != "assistant":
-                result = obj.toolUseResult
-                if result.__class__ is probe and result.structuredPatch:  # type: ignore[union-attr]
-                    _patch_line(buf[ls:le], where, scan)
-                continue
-        if _usage_block_at(buf, ls, le) == -1:
+        could_be_request = (msg is not None and msg.usage is not None) or obj.type in (None, "assistant")
+        if not could_be_request or _usage_block_at(buf, ls, le) == -1:
             result = obj.toolUseResult
             if result.__class__ is probe and result.structuredPatch:  # type: ignore[union-attr]
                 _patch_line(buf[ls:le], where, scan)
