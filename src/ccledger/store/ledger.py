@@ -43,10 +43,10 @@ _KEEP_IF_EMPTY = frozenset({
 # A request from local history has no user, group, key or workspace, no duration and no extras: a refresh
 # writes such rows without those columns (``bare_row``), and the statement has them as literals. Each
 # bound parameter costs sqlite3 ~0.15 us: 26 instead of 32 made a dense refresh's upserts ~12 % cheaper.
-_BARE_FIXED: dict[str, str | None] = {
+_BARE_FIXED: dict[str, object] = {
     "user_id": "", "group_id": "", "key_id": "", "workspace": "", "duration_ms": None, "extra": None,
 }  # fmt: skip
-_BARE_SLOTS = tuple((i, _BARE_FIXED[c]) for i, c in enumerate(_COLUMNS) if c in _BARE_FIXED)
+_BARE_SLOTS = tuple((i, c) for i, c in enumerate(_COLUMNS) if c in _BARE_FIXED)  # ascending
 
 _TS = _COLUMNS.index("ts_ms")
 _CELL_DIMS = tuple(_COLUMNS.index(c) for c in ROLLUP_DIMS)
@@ -101,41 +101,41 @@ def bare_row(book: PriceBook, record: UsageRecord) -> tuple[object, ...]:
     if r.user_id or r.group_id or r.key_id or r.workspace or r.duration_ms is not None or r.extra:
         return priced_row(book, record)
     q = _quote(book, record)
-    t = r.tokens
-    tier, geo, speed = r.service_tier, r.inference_geo, r.speed
-    return (
-        r.dedupe_key[:300], int(r.ts.timestamp() * 1000), r.source[:32], r.model[:200], q.model_key,
-        r.session_id[:200], r.project, r.git_branch, r.client_version[:64], r.is_sidechain,
-        r.agent_id[:200], r.request_id[:200], t.input, t.output, t.cache_write_5m,
-        t.cache_write_1h, t.cache_read, r.web_search_requests, tier if tier is None else tier[:32],
-        geo if geo is None else geo[:32], speed if speed is None else speed[:32],
-        r.cost_nanos or 0, r.unknown_model, q.long_context, _cut(r.parent_agent_id, 200), r.completeness,
-    )  # fmt: skip
+    return _bare(r, q.model_key, q.long_context)
 
 
-def _full(row: tuple[object, ...]) -> tuple[object, ...]:
-    """A ``bare_row`` row with its fixed columns put back."""
-    if len(row) == len(_COLUMNS):
-        return row
-    out = list(row)
-    for i, value in _BARE_SLOTS:
-        out.insert(i, value)
-    return tuple(out)
-
-
-def _row(r: UsageRecord, model_key: str | None, long_context: bool) -> tuple[object, ...]:
+def _bare(r: UsageRecord, model_key: str | None, long_context: bool) -> tuple[object, ...]:
     t = r.tokens
     tier, geo, speed = r.service_tier, r.inference_geo, r.speed
     return (
         r.dedupe_key[:300], int(r.ts.timestamp() * 1000), r.source[:32], r.model[:200], model_key,
         r.session_id[:200], r.project, r.git_branch, r.client_version[:64], r.is_sidechain,
-        r.agent_id[:200], r.user_id[:200], r.group_id[:200], r.key_id[:200],
-        r.workspace[:200], r.request_id[:200], t.input, t.output, t.cache_write_5m,
+        r.agent_id[:200], r.request_id[:200], t.input, t.output, t.cache_write_5m,
         t.cache_write_1h, t.cache_read, r.web_search_requests, tier if tier is None else tier[:32],
-        geo if geo is None else geo[:32], speed if speed is None else speed[:32], r.duration_ms,
-        r.cost_nanos or 0, r.unknown_model, long_context, _cut(r.parent_agent_id, 200),
-        _sorted_json(r.extra) if r.extra else None, r.completeness,
+        geo if geo is None else geo[:32], speed if speed is None else speed[:32],
+        r.cost_nanos or 0, r.unknown_model, long_context, _cut(r.parent_agent_id, 200), r.completeness,
     )  # fmt: skip
+
+
+def _filled(row: tuple[object, ...], values: dict[str, object]) -> tuple[object, ...]:
+    """A ``_bare`` row with the columns of ``_BARE_FIXED`` put in their places, from ``values``."""
+    out = list(row)
+    for i, column in _BARE_SLOTS:
+        out.insert(i, values[column])
+    return tuple(out)
+
+
+def _full(row: tuple[object, ...]) -> tuple[object, ...]:
+    """A ``bare_row`` row with its fixed columns put back (rows already full pass as they are)."""
+    return row if len(row) == len(_COLUMNS) else _filled(row, _BARE_FIXED)
+
+
+def _row(r: UsageRecord, model_key: str | None, long_context: bool) -> tuple[object, ...]:
+    return _filled(_bare(r, model_key, long_context), {
+        "user_id": r.user_id[:200], "group_id": r.group_id[:200], "key_id": r.key_id[:200],
+        "workspace": r.workspace[:200], "duration_ms": r.duration_ms,
+        "extra": _sorted_json(r.extra) if r.extra else None,
+    })  # fmt: skip
 
 
 def _sorted_json(value: object) -> str:
