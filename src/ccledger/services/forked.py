@@ -6,7 +6,7 @@ before the first worker started (2 % of a 1 GB first run, all of it before any r
 here costs nothing to import: a pipe holding the task numbers (a read of 4 bytes from a pipe is atomic,
 so each number goes to one worker), a pipe the parent closes to say "the store is ready", a page of
 shared memory where each worker counts its bytes for the progress bar, and a pipe per worker for its
-result. POSIX only; callers fall back to one process elsewhere (``available``).
+result. POSIX only: where ``os.fork`` is missing, a refresh reads in one process.
 """
 
 from __future__ import annotations
@@ -22,10 +22,6 @@ from typing import NoReturn
 _OK, _FAILED = b"\x00", b"\x01"
 # A pipe holds 64 KiB on Linux, and the task numbers (4 bytes each) are written before any worker reads.
 MAX_TASKS = 16_384
-
-
-def available() -> bool:
-    return hasattr(os, "fork")
 
 
 class WorkerFailed(RuntimeError):
