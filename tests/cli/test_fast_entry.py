@@ -201,3 +201,57 @@ def test_a_report_ends_without_closing_the_store_and_the_next_run_replays_its_lo
     assert json.loads(again.stdout) == doc and len(doc["rows"]) > 5
     slow = _typer(["session", "--json"], env)
     assert json.loads(slow.stdout) == doc
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see when the run opened the store")
+def test_ctrl_c_prints_abort_not_a_traceback_and_the_next_run_loses_nothing(tmp_path: Path) -> None:
+    """Ctrl-C during a report's refresh (here held waiting for the store's write lock, which this test
+    holds) ends it as the Typer commands end: "Aborted!" and exit status 1, no traceback; nothing of the
+    interrupted refresh is kept half-way, and the next run prices the whole corpus exactly once."""
+    import signal
+    import sqlite3
+    import time
+    from decimal import Decimal
+
+    db = tmp_path / "c.db"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    created = _fast(["daily", "--json"], _env(tmp_path, empty, db))  # the store and its schema
+    assert created.returncode == 0, created.stderr
+    expected = generate(tmp_path / "claude", seed=23, sessions=6, requests_per_session=12)
+    env = _env(tmp_path, tmp_path / "claude", db)
+
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "ccledger.cli", "daily", "--json"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        fds = Path(f"/proc/{proc.pid}/fd")
+        deadline = time.monotonic() + 60
+        while not any(str(p.resolve()).startswith(str(db)) for p in _links(fds)):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never opened the store"
+            time.sleep(0.01)
+        time.sleep(0.3)  # reading a corpus this small takes milliseconds; then it waits for the lock
+        assert proc.poll() is None, "the run ended although the store was locked"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert proc.returncode == 1, err
+    assert err.strip().endswith("Aborted!") and "Traceback" not in err, err
+    assert out == ""
+
+    again = _fast(["daily", "--json"], env)
+    assert again.returncode == 0, again.stderr
+    totals = json.loads(again.stdout)["totals"]
+    assert totals["requests"] == len(expected.requests)
+    assert abs(Decimal(totals["cost"]) - expected.total_cost()) <= Decimal("1e-8")
+
+
+def _links(fds: Path) -> list[Path]:
+    """The open files of a process; none once it has ended."""
+    try:
+        return list(fds.iterdir())
+    except OSError:
+        return []

@@ -173,11 +173,19 @@ def console() -> None:
     otherwise leaves it for a later run (see there). Nothing else is left to shut down: the refresh's
     worker processes have been joined, and nothing registers exit handlers on this path.
     """
-    if not _report():
-        _typer()
-        return
     import os
 
+    try:
+        took = _report()
+    except KeyboardInterrupt:
+        # What the Typer commands print on Ctrl-C (Click's "Aborted!"), not a traceback: the refresh
+        # commits files with their read positions, so the next run goes on where this one stopped.
+        sys.stderr.write("\nAborted!\n")
+        sys.stderr.flush()
+        os._exit(1)
+    if not took:
+        _typer()
+        return
     try:
         sys.stdout.flush()
         sys.stderr.flush()
