@@ -408,7 +408,7 @@ def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypat
         {"type": "assistant", "message": {"id": "m9", "model": "claude-sonnet-4-5", "usage": {"output_tokens": 3}}},
         patch,
         {"type": "user", "note": "structuredPatch", "structuredPatch": [{"lines": ["+x"]}]},
-        # 12: a request written with a space before the colon: the key search does not see it
+        # 12: a request written with a space before the colon (JSON allows it): read like the others
         '{"type":"assistant","timestamp":"2026-11-20T10:00:04.000Z","message":{"id":"m7",'
         '"model":"claude-sonnet-4-5","usage" :{"input_tokens":7}}}',
         # 13: an edit whose tool result also quotes a usage block: still an edit
@@ -451,13 +451,13 @@ def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypat
                                 [(b.line_no, b.reason) for b in scan.bad],
                                 [(p.line_key, p.added, p.removed) for p in scan.patches])
         assert seen[name, "pointer"] == seen[name, "search"] == seen[name, "decode"], name
-    # Independent of any path: the two good requests, the edits (p1: 2 added, 1 removed; p2; p3; p9: the
+    # Independent of any path: the three good requests, the edits (p1: 2 added, 1 removed; p2; p3; p9: the
     # only tool result of the last six that is an object with a patch), and reported bad
     # the lines 2, 3, 4 (usage outside a message), 7 (a message that is not an object), 8 (a message
     # usage block without a model) and 9 (no timestamp); without the misfits, lines 8 and 9 are 6 and 7.
     for name, bad_lines in (("all", [2, 3, 4, 7, 8, 9]), ("fit", [2, 3, 6, 7])):
         records, bad, patches = seen[name, "search"]  # type: ignore[misc]
-        assert [k for k, _ in records] == ["msg:m1", "msg:m2"]
+        assert [k for k, _ in records] == ["msg:m1", "msg:m2", "msg:m7"]
         assert [n for n, _ in bad] == bad_lines
         assert [(a, r) for _, a, r in patches] == [(2, 1), (1, 0), (1, 2), (0, 1)]
 
@@ -673,3 +673,27 @@ def test_what_a_file_yields_does_not_depend_on_the_chunk_sizes(tmp_path, monkeyp
     monkeypatch.setattr(transcripts, "LONG_CHUNK_BYTES", 16384)
     assert read_all() == real
     assert read_all(long_chunks=True) == real
+
+
+@pytest.mark.parametrize("lookup", LOOKUPS)
+def test_any_json_whitespace_around_the_usage_colon_is_read(tmp_path, monkeypatch, lookup):
+    """``"usage" : {``, tabs, a carriage return: JSON allows whitespace on either side of a colon, and a
+    transcript rewritten by another tool may have it. Every such request is read, by each way of finding
+    usage lines, and by the check of an unterminated last line; ``"usage" : null`` is still no request."""
+    use_lookup(monkeypatch, lookup)
+    root, proj, ledger = setup(tmp_path)
+    styles = ['"usage" :{', '"usage" : {', '"usage"\t:\t{', '"usage":\r{', '"usage"  :   {']
+    lines = [line("m0", 1)]
+    for n, style in enumerate(styles, start=1):
+        text = line(f"m{n}", 1 << n)
+        assert text.count('"usage":{') == 1
+        lines.append(text.replace('"usage":{', style))
+    nulled = json.loads(line("m9", 999))
+    nulled["message"]["usage"] = None
+    lines.append(json.dumps(nulled, separators=(",", ":")).replace('"usage":null', '"usage" : null'))
+    last = line("m6", 1 << 6).replace('"usage":{', '"usage" :  {')
+    (proj / "s1.jsonl").write_text("".join(t + "\n" for t in lines) + last)  # the last without a newline
+    stats = refresh(ledger, BOOK, [root])
+    # m9's usage is null: an assistant line without a usage block is no request (and not bad)
+    assert stats.bad_lines == 0
+    assert summary(ledger) == (7, 1 + sum(1 << n for n in range(1, 7)))

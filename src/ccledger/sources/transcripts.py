@@ -67,9 +67,7 @@ MAX_BAD_REPORTED = 1000
 # in place instead of copied and validated: they can reach hundreds of MB.
 SHAPE_ONLY_BYTES = 8 * 1024 * 1024
 _RELEASE_EVERY = 64 * 1024 * 1024
-_USAGE_KEY = b'"usage":'
-_USAGE_MARK = b'"usage":{'
-_USAGE_MARK_SPACED = b'"usage": {'
+_USAGE_KEY = b'"usage"'
 _PATCH_MARK = b'"structuredPatch"'
 
 
@@ -607,15 +605,32 @@ def _decoded_lines(
             _bad(scan, where.path, line_no + buf.count(b"\n", 0, ls) + 1, why)
 
 
-def _usage_block_at(buf: bytes, start: int, end: int) -> int:
-    """Offset of the first ``"usage":`` key in ``buf[start:end]`` that opens an object (``{``, or `` {``
-    in JSON written with spaces, unlike e.g. ``"usage":null``), -1 if there is none."""
+_AROUND_COLON = b" \t\r:"
+
+
+def _skip_space(buf: bytes | mmap.mmap, i: int, end: int) -> int:
+    while i < end and buf[i] in _JSON_SPACE:
+        i += 1
+    return i
+
+
+def _usage_block_at(buf: bytes | mmap.mmap, start: int, end: int) -> int:
+    """Offset of the first ``"usage"`` key in ``buf[start:end]`` whose value is an object (unlike e.g.
+    ``"usage":null``), -1 if there is none. Claude Code writes ``"usage":{``; any JSON whitespace around
+    the colon is allowed too (``json.dumps`` writes ``"usage": {``), so that no request of a transcript
+    rewritten by another tool is passed over without a word. Inside a string a quote is escaped, so
+    ``"usage"`` there is a key or a whole string value, which no colon follows."""
     find = buf.find
     i = find(_USAGE_KEY, start, end)
     while i != -1:
         j = i + len(_USAGE_KEY)
-        if buf[j : j + 1] == b"{" or buf[j : j + 2] == b" {":
+        after = buf[j : j + 2]
+        if after == b":{":
             return i
+        if after[:1] in _AROUND_COLON and after:
+            k = _skip_space(buf, j, end)
+            if k < end and buf[k] == 0x3A and (k := _skip_space(buf, k + 1, end)) < end and buf[k] == 0x7B:
+                return i
         i = find(_USAGE_KEY, j, end)
     return -1
 
@@ -708,7 +723,7 @@ def _handle_line(
 ) -> None:
     """One line on its own: the unterminated last line, already judged good, or an oversized one
     (``line`` None: read in place)."""
-    has_usage = mm.find(_USAGE_MARK, start, stop) != -1 or mm.find(_USAGE_MARK_SPACED, start, stop) != -1
+    has_usage = _usage_block_at(mm, start, stop) != -1
     if line is None and not has_usage:
         # Oversized and without usage (file-history snapshots, huge tool results): check its shape in
         # place rather than copying hundreds of MB to validate them.
