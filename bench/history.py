@@ -125,6 +125,21 @@ def mb(nbytes: float) -> float:
     return nbytes / 1e6
 
 
+_PROBE = "import time\nt = time.perf_counter()\ns = 0\nfor i in range(2_000_000):\n    s += i\nprint(time.perf_counter() - t)"
+
+
+def host_speed() -> float:
+    """Seconds a fixed pure-Python loop (2 million additions) takes here, best of three fresh
+    interpreters. Printed with every result so that runs from different hours can be told apart: the VM's
+    speed changes between sessions, and not evenly for everyone (on 2026-12-08 ccusage 20's runs took
+    1.6-1.8x their time of the evening before, ccledger's 2.6x)."""
+    best = float("inf")
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True)
+        best = min(best, float(out.stdout))
+    return best
+
+
 # ----------------------------------------------------------------------------------------------- corpus
 
 
@@ -1019,6 +1034,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpus = ensure_corpus(label, target_bytes, args.seed, args.profile)
     corpus.stats = preread(corpus.root)
     st = corpus.stats
+    speed_before = host_speed()
+    log(f"host speed: a 2M-addition Python loop takes {speed_before * 1000:.0f} ms (best of 3)")
     log(f"corpus: {st.files:,} files, {mb(st.bytes):,.0f} MB, {st.lines:,} lines, {st.usage_lines:,} usage lines "
         f"(pre-read in {st.read_s:.1f} s)")
     if st.loose_usage_lines:
@@ -1094,6 +1111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # ------------------------------------------------------------------------------------------ print
     assert plan is not None
+    speed_after = host_speed()
     print()
     print(f"ccledger history benchmark: corpus {label} = {st.files:,} files, {mb(st.bytes):,.1f} MB, "
           f"{st.lines:,} lines, {len(expected.requests):,} requests; +1% = {plan.lines:,} lines / "
@@ -1140,14 +1158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ccledger: {_usd(cold.total_cost)} = the price book to {COST_TOLERANCE} USD "
               f"(diff {_signed(checks[0]['diff'], 10)}); the peers' figures are explained by the rules above.")
 
-    summary = readme_summary(label, st, expected, plan, runs, items)
+    summary = readme_summary(label, st, expected, plan, runs, items, (speed_before, speed_after))
     print()
     print("For README (Performance):")
     print(summary)
 
     payload = {
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "python_loop_s": {"before": speed_before, "after": speed_after}},
         "args": vars(args),
         "corpus": {"dir": corpus.dir, "label": label, "target_bytes": target_bytes, "seed": corpus.seed,
                    "built_s": corpus.built_s, **asdict(st), "requests": len(expected.requests),
@@ -1168,12 +1187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def readme_summary(label: str, st: CorpusStats, expected: Any, plan: AppendPlan, runs: dict[str, Run],
-                   items: list[Ratio]) -> str:
+                   items: list[Ratio], speed: tuple[float, float]) -> str:
     """A Markdown block to paste into the README's Performance section."""
     lines = [
         f"`python bench/history.py --size {label}` on {os.cpu_count()} cores, {dt.date.today().isoformat()}: "
         f"{mb(st.bytes):,.0f} MB corpus, {st.lines:,} lines, {len(expected.requests):,} requests "
-        f"(warm: +{plan.lines:,} lines / {mb(plan.bytes):.0f} MB).",
+        f"(warm: +{plan.lines:,} lines / {mb(plan.bytes):.0f} MB); host speed: a 2M-addition Python loop "
+        f"took {speed[0] * 1000:.0f} ms before, {speed[1] * 1000:.0f} ms after.",
         "",
         "| Run | Wall | CPU | Peak RSS |",
         "|---|---:|---:|---:|",
