@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ccledger.sources.transcript_files import RefreshStats
 
 PROGRESS_MIN_BYTES = 32 * 1024 * 1024
+MAX_LISTED = 1000  # skipped lines listed by --verbose, at most
 
 
 class LazyConsole:
@@ -35,7 +36,7 @@ class LazyConsole:
         return self._console
 
     def print(self, *args: Any, **kwargs: Any) -> None:
-        simple = set(kwargs) <= {"markup", "highlight"} and all(isinstance(a, str) for a in args)
+        simple = set(kwargs) <= {"markup", "highlight", "soft_wrap"} and all(isinstance(a, str) for a in args)
         if self._stderr and self._console is None and simple and not self.is_terminal:
             text = " ".join(args)
             sys.stderr.write((plain(text) if kwargs.get("markup", True) else text) + "\n")
@@ -112,12 +113,27 @@ def report_refresh(app: App, stats: RefreshStats, err: Console | LazyConsole, *,
         hint = "" if verbose else " (--verbose lists them)"
         err.print(f"[yellow]note:[/yellow] skipped {stats.bad_lines} malformed transcript line(s){hint}")
     if verbose:
-        for bad in stats.bad:
-            err.print(f"  {bad.path}:{bad.line_no}: {bad.reason}", markup=False, highlight=False)
+        list_skipped_lines(app, stats, err)
     for path, error in stats.errors:
         err.print(f"[yellow]warning:[/yellow] could not read {path}: {error}", highlight=False)
     if stats.records:  # nothing read, nothing new to warn about: a warm run skips two queries
         warn_unknown_models(app, err)
+
+
+def list_skipped_lines(app: App, stats: RefreshStats, err: Console | LazyConsole) -> None:
+    """``--verbose``: where every skipped line is (``file:line: reason``), those of earlier runs too."""
+    from ccledger.services.history import skipped_lines
+
+    found = skipped_lines(app.ledger, MAX_LISTED)
+    if found.counted > stats.bad_lines:
+        err.print(f"[yellow]note:[/yellow] {found.counted} malformed transcript line(s) skipped so far:")
+    plain = {"markup": False, "highlight": False, "soft_wrap": True}  # one line each, whatever the width
+    for bad in found.lines:
+        err.print(f"  {bad.path}:{bad.line_no}: {bad.reason}", **plain)
+    if len(found.lines) >= MAX_LISTED:
+        err.print(f"  ... (the first {MAX_LISTED})", **plain)
+    for path, n, why in found.gone:
+        err.print(f"  {path}: {n} line(s) counted; the file cannot be read again ({why})", **plain)
 
 
 def warn_unknown_models(app: App, err: Console | LazyConsole) -> None:

@@ -195,7 +195,8 @@ def refresh_cmd() -> None:
     if stats is not None:
         err_console().print(
             f"read {stats.bytes_read:,} bytes from {stats.files_read} of {stats.files_seen} file(s); "
-            f"{stats.records:,} request line(s) kept; ledger holds {a.ledger.count():,} request(s)"
+            f"{stats.records:,} request line(s) kept; ledger holds {a.ledger.count():,} request(s)",
+            soft_wrap=True,
         )
 
 

@@ -22,7 +22,7 @@ import msgspec
 
 from ccledger.core.pricing import PriceBook
 from ccledger.core.records import FileCursor
-from ccledger.sources.transcript_files import RefreshStats, discover_paths, pending, transcript_dirs
+from ccledger.sources.transcript_files import BadLine, RefreshStats, discover_paths, pending, transcript_dirs
 from ccledger.store.ledger import CodeChange, Ledger, bare_row, to_ms
 
 if TYPE_CHECKING:
@@ -172,6 +172,38 @@ def _refresh(
             hook(done, total)
     batch.flush()
     return stats
+
+
+class SkippedLines(msgspec.Struct):
+    """Every transcript line the ledger has skipped so far (``skipped_lines``)."""
+
+    counted: int  # what the store's read positions count, this run's included
+    lines: list[BadLine]  # where they are, as far as the files still show them (at most ``limit``)
+    gone: list[tuple[str, int, str]]  # (path, lines counted, why) for files that cannot be read again
+
+
+def skipped_lines(ledger: Ledger, limit: int = MAX_BAD_KEPT) -> SkippedLines:
+    """Every line skipped by this and earlier refreshes, found by reading again (storing nothing) the
+    files whose read positions count any.
+
+    Why read again: reads are incremental, so only the run that first read a bad line sees it; without
+    this, ``--verbose`` on any later run had nothing to list for the lines the first one counted. Only the
+    files with such lines are read, and only when asked.
+    """
+    from ccledger.sources.transcripts import scan_file
+
+    out = SkippedLines(0, [], [])
+    for path, cursor in sorted(ledger.cursors().items()):
+        if not cursor.bad_lines:
+            continue
+        out.counted += cursor.bad_lines
+        scan = scan_file(Path(path), None)
+        if scan is None or scan.error:
+            why = scan.error if scan is not None and scan.error else "nothing to read"
+            out.gone.append((path, cursor.bad_lines, why or ""))
+            continue
+        out.lines.extend(scan.bad[: max(0, limit - len(out.lines))])
+    return out
 
 
 # -- worker processes (services.forked) -------------------------------------------------------------------
