@@ -198,9 +198,8 @@ def skipped_lines(ledger: Ledger, limit: int = MAX_BAD_KEPT) -> SkippedLines:
             continue
         out.counted += cursor.bad_lines
         scan = scan_file(Path(path), None)
-        if scan is None or scan.error:
-            why = scan.error if scan is not None and scan.error else "nothing to read"
-            out.gone.append((path, cursor.bad_lines, why or ""))
+        if scan is None or scan.error:  # None only for a known file: not the case here
+            out.gone.append((path, cursor.bad_lines, "nothing to read" if scan is None else scan.error or ""))
             continue
         out.lines.extend(scan.bad[: max(0, limit - len(out.lines))])
     return out

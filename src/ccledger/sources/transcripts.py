@@ -627,7 +627,7 @@ def _usage_block_at(buf: bytes | mmap.mmap, start: int, end: int) -> int:
         after = buf[j : j + 2]
         if after == b":{":
             return i
-        if after[:1] in _AROUND_COLON and after:
+        if after and after[:1] in _AROUND_COLON:
             k = _skip_space(buf, j, end)
             if k < end and buf[k] == 0x3A and (k := _skip_space(buf, k + 1, end)) < end and buf[k] == 0x7B:
                 return i
