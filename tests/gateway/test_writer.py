@@ -155,3 +155,40 @@ def test_workers_writing_the_same_cells_at_once_do_not_deadlock(store_url):
     ledger = Ledger(store_url)
     assert ledger.count() == 2 * 15 * 30
     assert sum(r.requests for r in ledger.rollup(bucket_ms=10**13, by=("user_id",))) == 2 * 15 * 30
+
+
+def test_a_row_submitted_after_close_is_spooled_and_replayed_by_the_next_start(tmp_path):
+    """A response that ends while the gateway shuts down submits its row after the writer closed: no
+    consumer is left, so the row goes to the spool at once, and the next writer's start stores it (once)."""
+    import asyncio
+
+    from ccledger.gateway.writer import BatchWriter, Spool
+
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    spool = Spool(tmp_path / "spool.jsonl")
+    early, late = _rows(3, "early"), _rows(2, "late")
+
+    async def first_life() -> None:
+        writer = BatchWriter(ledger, spool, flush_ms=10)
+        await writer.start()
+        for row in early:
+            writer.submit(row)
+        await writer.close()
+        for row in late:
+            writer.submit(row)  # after close
+        assert writer.spooled == 2
+
+    asyncio.run(first_life())
+    assert ledger.count() == 3 and spool.pending()
+    assert len(spool.path.read_text().splitlines()) == 2
+
+    async def second_life() -> None:
+        writer = BatchWriter(ledger, spool)
+        await writer.start()  # replays the spool
+        await writer.close()
+
+    asyncio.run(second_life())
+    assert ledger.count() == 5 and not spool.pending()
+    assert sorted(r["dedupe_key"] for r in ledger.iter_records()) == sorted(
+        [f"req:early{i}" for i in range(3)] + [f"req:late{i}" for i in range(2)]
+    )

@@ -135,10 +135,14 @@ class BatchWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._inflight = 0
+        self._closed = False
         self.written = 0
         self.spooled = 0
 
     def submit(self, row: PricedRow) -> None:
+        if self._closed:
+            self._spool_late(row)
+            return
         self._inflight += 1
         self._idle.clear()
         pending = self._pending
@@ -171,6 +175,20 @@ class BatchWriter:
         rest, self._pending = self._pending, []
         if rest:
             await self._write(rest)
+        self._closed = True
+
+    def _spool_late(self, row: PricedRow) -> None:
+        """A row submitted after ``close`` (a response that ended while the gateway shut down): no consumer
+        is left, so it goes to the spool at once, which the next start replays into the store."""
+        try:
+            self.spool.append([row])
+        except Exception:
+            log.exception("spool append failed after shutdown; the record is only in the log")
+            log.error("unsaved record %s", row_to_json(row))
+            return
+        self.spooled += 1
+        if self._on_spool:
+            self._on_spool(1)
 
     async def replay(self) -> int:
         try:
