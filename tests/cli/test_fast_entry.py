@@ -204,10 +204,11 @@ def test_a_report_ends_without_closing_the_store_and_the_next_run_replays_its_lo
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see when the run opened the store")
-def test_ctrl_c_prints_abort_not_a_traceback_and_the_next_run_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["short", "typer"])
+def test_ctrl_c_ends_a_report_with_status_130_and_no_traceback(tmp_path: Path, path: str) -> None:
     """Ctrl-C during a report's refresh (here held waiting for the store's write lock, which this test
-    holds) ends it as the Typer commands end: "Aborted!" and exit status 1, no traceback; nothing of the
-    interrupted refresh is kept half-way, and the next run prices the whole corpus exactly once."""
+    holds) ends the short path as Typer ends its commands: exit status 130, nothing on stdout, no
+    traceback. The store stays usable: the next run prices the whole corpus exactly once."""
     import signal
     import sqlite3
     import time
@@ -220,12 +221,17 @@ def test_ctrl_c_prints_abort_not_a_traceback_and_the_next_run_loses_nothing(tmp_
     assert created.returncode == 0, created.stderr
     expected = generate(tmp_path / "claude", seed=23, sessions=6, requests_per_session=12)
     env = _env(tmp_path, tmp_path / "claude", db)
+    if path == "short":
+        argv = [sys.executable, "-m", "ccledger.cli", "daily", "--json"]
+        assert parse(argv[3:]) is not None
+    else:
+        code = "import sys; from ccledger.cli.main import run; sys.argv = ['ccledger', *sys.argv[1:]]; run()"
+        argv = [sys.executable, "-c", code, "daily", "--json"]
 
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "ccledger.cli", "daily", "--json"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         fds = Path(f"/proc/{proc.pid}/fd")
         deadline = time.monotonic() + 60
         while not any(str(p.resolve()).startswith(str(db)) for p in _links(fds)):
@@ -238,9 +244,8 @@ def test_ctrl_c_prints_abort_not_a_traceback_and_the_next_run_loses_nothing(tmp_
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert proc.returncode == 1, err
-    assert err.strip().endswith("Aborted!") and "Traceback" not in err, err
-    assert out == ""
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and out == "", err
 
     again = _fast(["daily", "--json"], env)
     assert again.returncode == 0, again.stderr

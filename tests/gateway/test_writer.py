@@ -192,3 +192,36 @@ def test_a_row_submitted_after_close_is_spooled_and_replayed_by_the_next_start(t
     assert sorted(r["dedupe_key"] for r in ledger.iter_records()) == sorted(
         [f"req:early{i}" for i in range(3)] + [f"req:late{i}" for i in range(2)]
     )
+
+
+def test_a_row_submitted_while_close_writes_the_last_rows_is_spooled(tmp_path):
+    """``close`` writes what was still pending after the consumer stopped; a row submitted during that
+    write (the store is slow here) must not land in a list nobody drains any more."""
+    import asyncio
+    import time
+
+    from ccledger.gateway.writer import BatchWriter, Spool
+
+    ledger = Ledger.open(f"sqlite:///{tmp_path / 'l.db'}")
+    spool = Spool(tmp_path / "spool.jsonl")
+    pending, (late,) = _rows(2, "pending"), _rows(1, "late")
+    writer = BatchWriter(ledger, spool)
+    real_store = writer._store
+
+    def slow_store(rows):
+        time.sleep(0.3)  # in the writer's thread, while the event loop goes on
+        real_store(rows)
+
+    writer._store = slow_store  # type: ignore[method-assign]
+    writer._pending.extend(pending)  # left over when the consumer stopped (no consumer was started)
+
+    async def submit_meanwhile() -> None:
+        await asyncio.sleep(0.1)
+        writer.submit(late)
+
+    async def main() -> None:
+        await asyncio.gather(writer.close(), submit_meanwhile())
+
+    asyncio.run(main())
+    assert ledger.count() == 2 and writer.spooled == 1
+    assert [json.loads(x)["record"]["dedupe_key"] for x in spool.path.read_text().splitlines()] == ["req:late0"]

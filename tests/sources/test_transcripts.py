@@ -675,12 +675,18 @@ def test_what_a_file_yields_does_not_depend_on_the_chunk_sizes(tmp_path, monkeyp
     assert read_all(long_chunks=True) == real
 
 
-@pytest.mark.parametrize("lookup", LOOKUPS)
+@pytest.mark.parametrize("lookup", [*LOOKUPS, "oversized"])
 def test_any_json_whitespace_around_the_usage_colon_is_read(tmp_path, monkeypatch, lookup):
     """``"usage" : {``, tabs, a carriage return: JSON allows whitespace on either side of a colon, and a
     transcript rewritten by another tool may have it. Every such request is read, by each way of finding
-    usage lines, and by the check of an unterminated last line; ``"usage" : null`` is still no request."""
-    use_lookup(monkeypatch, lookup)
+    usage lines, by the check of an unterminated last line, and when every line counts as oversized (read
+    in place, ``SHAPE_ONLY_BYTES``); ``"usage" : null`` is still no request."""
+    from ccledger.sources import transcripts
+
+    if lookup == "oversized":
+        monkeypatch.setattr(transcripts, "SHAPE_ONLY_BYTES", 16)
+    else:
+        use_lookup(monkeypatch, lookup)
     root, proj, ledger = setup(tmp_path)
     styles = ['"usage" :{', '"usage" : {', '"usage"\t:\t{', '"usage":\r{', '"usage"  :   {']
     lines = [line("m0", 1)]
@@ -697,3 +703,21 @@ def test_any_json_whitespace_around_the_usage_colon_is_read(tmp_path, monkeypatc
     # m9's usage is null: an assistant line without a usage block is no request (and not bad)
     assert stats.bad_lines == 0
     assert summary(ledger) == (7, 1 + sum(1 << n for n in range(1, 7)))
+
+
+def test_the_usage_key_search_stays_inside_its_range():
+    """``_usage_block_at`` looks at ``buf[start:end]`` only, on bytes and on a file mapping alike: a key
+    whose ``{`` lies past ``end`` is not found, however the colon is spaced."""
+    import mmap
+
+    from ccledger.sources.transcripts import _usage_block_at
+
+    for text in (b'{"usage":{}}', b'{"usage" :{}}', b'{"usage": {}}'):
+        brace = text.index(b"{", 1)
+        with mmap.mmap(-1, len(text)) as mm:
+            mm.write(text)
+            for buf in (text, mm):
+                assert _usage_block_at(buf, 0, len(text)) == 1
+                assert _usage_block_at(buf, 0, brace + 1) == 1
+                assert _usage_block_at(buf, 0, brace) == -1, (text, buf)
+                assert _usage_block_at(buf, 2, len(text)) == -1

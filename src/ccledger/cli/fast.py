@@ -178,11 +178,9 @@ def console() -> None:
     try:
         took = _report()
     except KeyboardInterrupt:
-        # What the Typer commands print on Ctrl-C (Click's "Aborted!"), not a traceback: the refresh
-        # commits files with their read positions, so the next run goes on where this one stopped.
-        sys.stderr.write("\nAborted!\n")
-        sys.stderr.flush()
-        os._exit(1)
+        # As the Typer commands end on Ctrl-C (exit status 130, nothing printed), not with a traceback:
+        # the refresh commits files with their read positions, so the next run goes on where this stopped.
+        os._exit(130)
     if not took:
         _typer()
         return

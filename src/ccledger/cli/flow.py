@@ -130,8 +130,9 @@ def list_skipped_lines(app: App, stats: RefreshStats, err: Console | LazyConsole
     plain = {"markup": False, "highlight": False, "soft_wrap": True}  # one line each, whatever the width
     for bad in found.lines:
         err.print(f"  {bad.path}:{bad.line_no}: {bad.reason}", **plain)
-    if len(found.lines) >= MAX_LISTED:
-        err.print(f"  ... (the first {MAX_LISTED})", **plain)
+    unlisted = found.counted - len(found.lines) - sum(n for _, n, _ in found.gone)
+    if len(found.lines) >= MAX_LISTED and unlisted > 0:
+        err.print(f"  ... and {unlisted} more", **plain)
     for path, n, why in found.gone:
         err.print(f"  {path}: {n} line(s) counted; the file cannot be read again ({why})", **plain)
 

@@ -102,7 +102,8 @@ class Spool:
 
 
 class BatchWriter:
-    """One consumer task; ``submit`` is synchronous and never blocks the request path.
+    """One consumer task; ``submit`` is synchronous and never blocks the request path (after ``close``,
+    at shutdown, it appends the row to the spool itself).
 
     ``submit`` appends to a list and at most sets an event: the consumer wakes once per batch (at the
     first row, then when ``batch`` rows are pending or ``flush_ms`` has passed), not once per row, so a
@@ -171,11 +172,12 @@ class BatchWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        # Anything that slipped in after the last batch goes straight to the store (or spool).
+        # From here on no consumer is left: a row submitted while the last rows are written (or later)
+        # goes to the spool by itself. What slipped in after the last batch goes straight to the store.
+        self._closed = True
         rest, self._pending = self._pending, []
         if rest:
             await self._write(rest)
-        self._closed = True
 
     def _spool_late(self, row: PricedRow) -> None:
         """A row submitted after ``close`` (a response that ended while the gateway shut down): no consumer

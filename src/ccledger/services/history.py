@@ -188,7 +188,8 @@ def skipped_lines(ledger: Ledger, limit: int = MAX_BAD_KEPT) -> SkippedLines:
 
     Why read again: reads are incremental, so only the run that first read a bad line sees it; without
     this, ``--verbose`` on any later run had nothing to list for the lines the first one counted. Only the
-    files with such lines are read, and only when asked.
+    files with such lines are read, each as far as the store has read it, and none once ``limit`` lines
+    are found (the rest are only counted).
     """
     from ccledger.sources.transcripts import scan_file
 
@@ -197,7 +198,11 @@ def skipped_lines(ledger: Ledger, limit: int = MAX_BAD_KEPT) -> SkippedLines:
         if not cursor.bad_lines:
             continue
         out.counted += cursor.bad_lines
-        scan = scan_file(Path(path), None)
+        if len(out.lines) >= limit:
+            if not os.path.exists(path):
+                out.gone.append((path, cursor.bad_lines, "no such file"))
+            continue
+        scan = scan_file(Path(path), None, upto=cursor.offset)
         if scan is None or scan.error:  # None only for a known file: not the case here
             out.gone.append((path, cursor.bad_lines, "nothing to read" if scan is None else scan.error or ""))
             continue

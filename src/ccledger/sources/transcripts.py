@@ -199,8 +199,11 @@ def plan_read(path: Path, prev: FileCursor | None) -> tuple[FileCursor, int] | N
     return state, 0
 
 
-def scan_file(path: Path, prev: FileCursor | None, *, long_chunks: bool = False) -> FileScan | None:
-    """Read what is new in one file. Never raises for file contents; an OS error is reported.
+def scan_file(
+    path: Path, prev: FileCursor | None, *, long_chunks: bool = False, upto: int | None = None
+) -> FileScan | None:
+    """Read what is new in one file (``upto``: only its first bytes). Never raises for file contents; an
+    OS error is reported.
 
     ``long_chunks``: read long lines a megabyte at a time (``LONG_CHUNK_BYTES``), for a process that keeps
     the memory it frees (``services.history.keep_freed_memory``); otherwise each such chunk's buffers are
@@ -234,7 +237,8 @@ def scan_file(path: Path, prev: FileCursor | None, *, long_chunks: bool = False)
                 if start == 0:
                     state.head_hash = _head_hash(mm, min(HEAD_BYTES, size))
                 scan = FileScan(state)
-                _scan_bytes(mm, start, size, path, scan, LONG_CHUNK_BYTES if long_chunks else CHUNK_BYTES)
+                end = size if upto is None else max(start, min(size, upto))
+                _scan_bytes(mm, start, end, path, scan, LONG_CHUNK_BYTES if long_chunks else CHUNK_BYTES)
                 return scan
     except OSError as exc:
         return FileScan(state, error=str(exc))
@@ -616,16 +620,17 @@ def _skip_space(buf: bytes | mmap.mmap, i: int, end: int) -> int:
 
 def _usage_block_at(buf: bytes | mmap.mmap, start: int, end: int) -> int:
     """Offset of the first ``"usage"`` key in ``buf[start:end]`` whose value is an object (unlike e.g.
-    ``"usage":null``), -1 if there is none. Claude Code writes ``"usage":{``; any JSON whitespace around
-    the colon is allowed too (``json.dumps`` writes ``"usage": {``), so that no request of a transcript
-    rewritten by another tool is passed over without a word. Inside a string a quote is escaped, so
-    ``"usage"`` there is a key or a whole string value, which no colon follows."""
+    ``"usage":null``), -1 if there is none. Claude Code writes ``"usage":{``; spaces, tabs and carriage
+    returns around the colon are allowed too (``json.dumps`` writes ``"usage": {``; a line holds no
+    newline), so that no request of a transcript rewritten by another tool is passed over without a word.
+    The bytes can also match inside a key that ends in an escaped ``\"usage``: a search, not a parse, it
+    only picks the lines to decode, and decoding judges them."""
     find = buf.find
     i = find(_USAGE_KEY, start, end)
     while i != -1:
         j = i + len(_USAGE_KEY)
         after = buf[j : j + 2]
-        if after == b":{":
+        if after == b":{" and j + 2 <= end:
             return i
         if after and after[:1] in _AROUND_COLON:
             k = _skip_space(buf, j, end)
