@@ -107,7 +107,8 @@ def test_other_command_lines_go_to_typer(argv: list[str]) -> None:
     ("argv", "needle"),
     [(["daily", "--json", "--since", "yesterday"], "is not a date"),
      (["daily", "--json", "--tz", "Mars/Olympus"], "unknown time zone"),
-     (["daily", "--json", "--tz", "Europe"], "unknown time zone")],  # a folder of the tz database
+     (["daily", "--json", "--tz", "Europe"], "unknown time zone"),  # a folder of the tz database
+     (["weekly", "--csv", "--since", "2026-10-20", "--until", "20261019"], "--since 2026-10-20 is after --until")],
 )  # fmt: skip
 def test_bad_values_get_typers_errors(tmp_path: Path, corpus: Path, argv: list[str], needle: str) -> None:
     proc = _fast(argv, _env(tmp_path, corpus, tmp_path / "e.db"))

@@ -283,7 +283,7 @@ def test_empty_filter_json_is_still_a_document_and_message_goes_to_stderr(app, a
     out, err = capsys.readouterr()
     doc = json.loads(out)
     assert doc["rows"] == [] and doc["totals"]["cost"] == "0.000000000"
-    assert "No usage for since 2027-01-01" in err
+    assert "No usage from 2027-01-01 (the ledger holds" in err
 
 
 def test_every_id_form_of_a_model_is_one_row_and_unknown_ids_stay_raw(app, add, capsys):

@@ -124,7 +124,9 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
             table.add_column(col)
     for row in rows:
         table.add_row(*row)
-    _out().print(table)
+    from ccledger.reports.tables import print_table
+
+    print_table(_out(), table)
 
 
 # -- users -------------------------------------------------------------------------------------------

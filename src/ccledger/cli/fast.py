@@ -98,6 +98,8 @@ def run(call: FastCall) -> bool:
         until = parse_day(call.values["--until"]) if call.values.get("--until") else None
     except ValueError:
         return False
+    if since and until and since > until:
+        return False  # Typer's error message
     tz = call.values.get("--tz") or None
     if tz:
         from ccledger.core.periods import get_zone

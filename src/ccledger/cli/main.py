@@ -97,7 +97,7 @@ def _parse_day(value: str | None, name: str) -> date | None:
     try:
         return parse_day(value)
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=name) from None
+        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD or YYYYMMDD)", param_hint=name) from None  # noqa: E501
 
 
 def _options(since, until, tz, project, breakdown, as_json, as_csv):  # type: ignore[no-untyped-def]
@@ -112,9 +112,11 @@ def _options(since, until, tz, project, breakdown, as_json, as_csv):  # type: ig
             get_zone(tz)
         except Exception:
             raise typer.BadParameter(f"unknown time zone {tz!r}", param_hint="--tz") from None
+    first, last = _parse_day(since, "--since"), _parse_day(until, "--until")
+    if first and last and first > last:
+        raise typer.BadParameter(f"--since {first} is after --until {last}")
     return ReportOptions(
-        since=_parse_day(since, "--since"), until=_parse_day(until, "--until"), tz=tz, project=project,
-        breakdown=breakdown, json=as_json, csv=as_csv,
+        since=first, until=last, tz=tz, project=project, breakdown=breakdown, json=as_json, csv=as_csv,
     )
 
 
@@ -164,7 +166,7 @@ def blocks_cmd(
     since: SinceOpt = None, until: UntilOpt = None, tz: TzOpt = None, project: ProjectOpt = None,
     breakdown: BreakdownOpt = False, as_json: JsonOpt = False, as_csv: CsvOpt = False,
     active: Annotated[bool, typer.Option("--active", help="Only the active block, with burn rate and projection.")] = False,  # noqa: E501
-    token_limit: Annotated[Optional[int], typer.Option("--token-limit", help="Show the share of this many tokens used per block.")] = None,  # noqa: E501, UP045
+    token_limit: Annotated[Optional[int], typer.Option("--token-limit", min=1, help="Show the share of this many tokens used per block.")] = None,  # noqa: E501, UP045
 ) -> None:
     """The 5-hour usage windows subscribers are limited by: active block, burn rate, projected cost."""
     from ccledger.cli.reports import run_blocks_report

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ccledger.bootstrap import App
 from ccledger.core.pricing import ModelEntry, PricePeriod, normalise_model_id
+from ccledger.reports.tables import print_table
 
 
 def _period_label(p: PricePeriod) -> str:
@@ -79,6 +80,6 @@ def print_prices(app: App, console: Console, *, as_json: bool, model: str | None
             r = p.base
             table.add_row(e.name, ", ".join(e.ids), _period_label(p), str(r.input), str(r.output),
                           str(r.cache_write_5m), str(r.cache_write_1h), str(r.cache_read), "; ".join(notes))
-    console.print(table)
+    print_table(console, table)
     console.print(f"Unknown models: ${book.fallback.input} in / ${book.fallback.output} out (flagged). "
                   f"Multiplier: {book.multiplier}. Batch −50%; web search $10 per 1,000.")

@@ -72,12 +72,12 @@ def _write(text: str) -> None:
 def _describe_filter(opts: ReportOptions) -> str:
     parts = []
     if opts.since:
-        parts.append(f"since {opts.since.isoformat()}")
+        parts.append(f"from {opts.since.isoformat()}")
     if opts.until:
-        parts.append(f"until {opts.until.isoformat()}")
+        parts.append(f"through {opts.until.isoformat()}")
     if opts.project:
-        parts.append(f"project matching {opts.project!r}")
-    return ", ".join(parts)
+        parts.append(f"in projects matching {opts.project!r}")
+    return " ".join(parts)
 
 
 def empty_message(app: App, opts: ReportOptions | None) -> str:
@@ -90,7 +90,7 @@ def empty_message(app: App, opts: ReportOptions | None) -> str:
         lines.append("Use Claude Code once, or point --path at a folder of transcripts.")
         return "\n".join(lines)
     what = _describe_filter(opts) if opts else ""
-    return f"No usage {('for ' + what) if what else 'to show'} (the ledger holds {stored:,} requests)."
+    return f"No usage {what or 'to show'} (the ledger holds {stored:,} requests)."
 
 
 def _say_empty(app: App, opts: ReportOptions, console: Console, machine: str | None) -> None:

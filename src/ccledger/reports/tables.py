@@ -24,6 +24,23 @@ UNKNOWN_MARK = "*"
 _PERIOD_TITLES = {"daily": "Date", "weekly": "Week of", "monthly": "Month"}
 
 
+def print_table(console: Console, table: Table) -> None:
+    """Print ``table`` whole. On a terminal Rich fits it to the window; into a pipe or file (no terminal,
+    no ``COLUMNS``) Rich would assume 80 columns and cut dates and model names to ``…``, so the table gets
+    the width it needs instead."""
+    import os
+
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        console.print(table)
+        return
+    from rich.measure import Measurement
+
+    real = getattr(console, "real", console)  # the Rich console behind cli.flow's LazyConsole
+    needed = Measurement.get(real, real.options.update_width(100_000), table).maximum
+    real.width = max(real.width, needed)  # ``print(width=)`` would be capped at the console's width
+    real.print(table)
+
+
 def usd(nanos: int, places: int = 2) -> str:
     """Dollars for tables; rounding only here, at display (half-even, like ``core.money``)."""
     q = Decimal(1).scaleb(-places)
@@ -116,7 +133,7 @@ def period_table(
             _add_breakdown_rows(table, g, 1, unknown)
     table.add_section()
     table.add_row("Total", "", *_token_cells(report.totals), usd(report.totals.cost_nanos), style="bold")
-    console.print(table)
+    print_table(console, table)
     _print_footnote(console, report.unknown_models, fallback)
 
 
@@ -148,7 +165,7 @@ def session_table(
     table.add_row(
         "Total", "", "", "", *_token_cells(report.totals), usd(report.totals.cost_nanos), style="bold"
     )
-    console.print(table)
+    print_table(console, table)
     _print_footnote(console, report.unknown_models, fallback)
 
 
@@ -199,7 +216,7 @@ def blocks_table(
     total_pct = [""] if limit else []
     totals = [_n(total.requests), _n(total.total_tokens), *total_pct, usd(total.cost_nanos)]
     table.add_row("Total", "", "", *totals, style="bold")
-    console.print(table)
+    print_table(console, table)
     active = next((b for b in rows if b.active), None)
     if active is not None:
         for line in active_block_lines(active, tz, limit):
