@@ -67,7 +67,9 @@ def test_verbose_lists_every_skipped_line_on_any_later_run(tmp_path: Path) -> No
     check(_listed(second.stderr))
     assert json.loads(second.stdout)["totals"]["requests"] == 4
 
-    for args, typer in ((["-v", "daily", "--json"], False), (["--verbose", "refresh"], True)):
+    for args, typer in ((["-v", "daily", "--json"], False), (["--verbose", "refresh"], True),
+                        (["--verbose", "--no-refresh", "daily", "--json"], False),
+                        (["--verbose", "--no-refresh", "session"], True)):
         again = _run(args, env, typer=typer)  # nothing new to read: the earlier runs' lines all the same
         assert "skipped 1" not in again.stderr and "4 malformed transcript line(s) skipped so far:" in again.stderr
         check(_listed(again.stderr))

@@ -131,6 +131,10 @@ def run(call: FastCall) -> bool:
         return False  # Typer's path reports it
     if call.refresh:
         refresh_ledger(app, LazyConsole(stderr=True), verbose=call.verbose)
+    elif call.verbose:
+        from ccledger.cli.flow import list_skipped_lines
+
+        list_skipped_lines(app, None, LazyConsole(stderr=True))
     out = LazyConsole()
     if call.command == "session":
         run_session_report(app, opts, out)  # type: ignore[arg-type]

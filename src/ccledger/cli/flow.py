@@ -120,12 +120,13 @@ def report_refresh(app: App, stats: RefreshStats, err: Console | LazyConsole, *,
         warn_unknown_models(app, err)
 
 
-def list_skipped_lines(app: App, stats: RefreshStats, err: Console | LazyConsole) -> None:
-    """``--verbose``: where every skipped line is (``file:line: reason``), those of earlier runs too."""
+def list_skipped_lines(app: App, stats: RefreshStats | None, err: Console | LazyConsole) -> None:
+    """``--verbose``: where every skipped line is (``file:line: reason``), those of earlier runs too
+    (``stats`` None: this run read nothing, as with ``--no-refresh``)."""
     from ccledger.services.history import skipped_lines
 
     found = skipped_lines(app.ledger, MAX_LISTED)
-    if found.counted > stats.bad_lines:
+    if found.counted > (stats.bad_lines if stats else 0):
         err.print(f"[yellow]note:[/yellow] {found.counted} malformed transcript line(s) skipped so far:")
     plain = {"markup": False, "highlight": False, "soft_wrap": True}  # one line each, whatever the width
     for bad in found.lines:

@@ -70,8 +70,13 @@ def err_console() -> Console:
 
 
 def refresh_ledger(app_: App) -> RefreshStats | None:
-    """Read new transcript lines into the ledger (unless ``--no-refresh``)."""
+    """Read new transcript lines into the ledger (unless ``--no-refresh``; then ``--verbose`` still lists
+    the lines skipped so far)."""
     if not state.refresh:
+        if state.verbose:
+            from ccledger.cli.flow import list_skipped_lines
+
+            list_skipped_lines(app_, None, err_console())
         return None
     from ccledger.cli.flow import refresh_ledger as run_refresh
 

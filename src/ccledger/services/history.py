@@ -194,7 +194,7 @@ def skipped_lines(ledger: Ledger, limit: int = MAX_BAD_KEPT) -> SkippedLines:
     from ccledger.sources.transcripts import scan_file
 
     out = SkippedLines(0, [], [])
-    for path, cursor in sorted(ledger.cursors().items()):
+    for path, cursor in sorted(ledger.cursors_if_any().items()):
         if not cursor.bad_lines:
             continue
         out.counted += cursor.bad_lines
