@@ -592,13 +592,20 @@ def _decoded_lines(
     The same lines come out as from ``_marked_lines`` (tested): a line is offered as a request when it
     could be one (a ``message.usage``, or type ``assistant`` or none) and holds a usage block where the
     key search would find one; every other line whose tool result has a ``structuredPatch`` is read as
-    an edit, as there (where the key's bytes are searched for and the same decoder judges the line).
+    an edit, as there (where the key's bytes are searched for and the same decoder judges the line). A
+    ``message.usage`` object decoded is taken as found without searching; only a key spelled with JSON
+    escapes (``"\\u0075sage"``, which Claude Code does not write) would tell the two ways apart.
     """
     probe = _PatchProbe
     for obj, ls, le in zip(lines, starts, ends, strict=True):
         msg = obj.message
-        could_be_request = (msg is not None and msg.usage is not None) or obj.type in (None, "assistant")
-        if not could_be_request or _usage_block_at(buf, ls, le) == -1:
+        if msg is not None and msg.usage is not None:
+            # The decoder read ``message.usage`` as an object, so the line holds the key the search
+            # looks for (~4 % of a dense refresh, searching each request line's bytes to find it again).
+            found = True
+        else:
+            found = obj.type in (None, "assistant") and _usage_block_at(buf, ls, le) != -1
+        if not found:
             result = obj.toolUseResult
             if result.__class__ is probe and result.structuredPatch:  # type: ignore[union-attr]
                 _patch_line(buf[ls:le], where, scan)
