@@ -708,10 +708,12 @@ def _pointer_scan(
         else:  # snapshots, summaries, system lines: usually no message
             msg = None if _lacks(el, "message") else el["message"]
         if msg.__class__ is obj and (not _lacks(msg, "usage") if kind == "user" else "usage" in msg):
-            suspect = True
+            # A usage object the parse already holds is the key the search would find (as in
+            # ``_decoded_lines``); anything else there (``null``) leaves it to the search.
+            found = msg["usage"].__class__ is obj or _usage_block_at(buf, ls, le) != -1
         else:
             suspect = kind is None or kind == "assistant" or kind.__class__ is not str
-        found = suspect and _usage_block_at(buf, ls, le) != -1
+            found = suspect and _usage_block_at(buf, ls, le) != -1
         if found and _usage_line(buf, ls, le, base, line_no, where, scan):
             continue
         if "toolUseResult" in el if kind == "user" else not _lacks(el, "toolUseResult"):
