@@ -690,11 +690,12 @@ def _pointer_scan(
     object (``_keyed_values``): asking it where the usage blocks and edit patches are costs a few
     microseconds a line, searching for their keys costs a pass over every byte.
 
-    The same lines come out (tested both ways). A line whose ``message`` holds a ``usage`` key, and any
-    line that could be a malformed request (no ``type``, type ``assistant``, or a type that is not a
-    string), is searched for the usage key as ``_marked_lines`` searches the chunk; what it finds is
-    judged by the same ``_usage_line``. Only JSON with duplicate keys can tell the two apart (simdjson
-    reads the first, msgspec the last).
+    The same lines come out (tested both ways). A line whose ``message`` holds a ``usage`` object is
+    taken as holding the key; one whose ``message.usage`` is something else, and any line that could be a
+    malformed request (no ``type``, type ``assistant``, or a type that is not a string), is searched for
+    the usage key as ``_marked_lines`` searches the chunk; what it finds is judged by the same
+    ``_usage_line``. Only JSON with duplicate keys (simdjson reads the first, msgspec the last) or keys
+    spelled with escapes (``"\\u0075sage"``, found by the parse, not by the search) can tell the two apart.
     """
     obj = _SimdObject
     # A key that is there costs ~0.03 us to find and ~0.03 us to read; a key that is not costs ~1.7 us
