@@ -35,6 +35,19 @@ def test_cost_block_exact_lines(app, add, console):
     ]
 
 
+@pytest.mark.parametrize(("added", "removed", "text"), [
+    (1, 0, "1 line added, 0 lines removed"),
+    (0, 1, "0 lines added, 1 line removed"),
+    (1, 1, "1 line added, 1 line removed"),
+    (2, 11, "2 lines added, 11 lines removed"),
+])  # fmt: skip
+def test_one_line_is_singular_as_in_claude_code(app, add, console, added, removed, text):
+    add("2026-11-23T10:00:00Z", session="s1", inp=1)
+    app.ledger.ingest([], [CodeChange("c1", "s1", 0, added, removed)], [])
+    run_cost(app, "s1", console)
+    assert block_lines(console)[2] == "Total code changes:    " + text
+
+
 def test_api_duration_when_known_and_two_decimals_above_half_a_dollar(app, add, console):
     # 40,000 output x $15/MTok = $0.60 -> more than $0.50, two decimals
     add("2026-11-23T10:00:00Z", session="s2", out=40_000, duration_ms=300_000)

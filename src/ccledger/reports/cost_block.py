@@ -102,6 +102,11 @@ def format_duration(ms: int) -> str:
     return seconds
 
 
+def _lines(n: int) -> str:
+    """``1 line``, ``2 lines``: Claude Code's /cost block says "line" for exactly one."""
+    return f"{n} line" if n == 1 else f"{n} lines"
+
+
 def _label(text: str) -> str:
     return text.ljust(LABEL_WIDTH)
 
@@ -116,7 +121,7 @@ def format_cost_block(s: SessionCost) -> list[str]:
         lines.append(_label("Total duration (API):") + format_duration(s.api_duration_ms))
     lines.append(_label("Total duration (wall):") + format_duration(s.last_ms - s.first_ms))
     lines.append(
-        _label("Total code changes:") + f"{s.lines_added} lines added, {s.lines_removed} lines removed"
+        _label("Total code changes:") + f"{_lines(s.lines_added)} added, {_lines(s.lines_removed)} removed"
     )
     families: dict[str, Totals] = {}
     # First-used model first, as Claude Code lists them in the order they were called.
