@@ -62,11 +62,10 @@ class Shared:
     def in_child(self) -> None:
         """Drop the parent's end of the ready signal: the signal is the pipe's end, which comes only when
         every copy of its writing end is closed."""
-        if self._ready_w >= 0:
-            os.close(self._ready_w)
-            self._ready_w = -1
+        self.set_ready()
 
     def set_ready(self) -> None:
+        """Close this process's writing end of the ready pipe (the parent's close is the signal)."""
         if self._ready_w >= 0:
             os.close(self._ready_w)
             self._ready_w = -1
