@@ -2,7 +2,7 @@
 
 - ``search``: searching the chunk for the keys (``_marked_lines``), also what judges the other chunks;
 - ``decode``: decoding every line of the chunk into structs in one call (``_decoded_lines``);
-- ``pointer``: asking simdjson's parsed document (``_pointer_scan``), for chunks of long lines.
+- ``pointer``: asking simdjson's object of each line (``_long_lines``), for chunks of long lines.
 """
 
 from __future__ import annotations

@@ -359,7 +359,7 @@ _FRAGMENTS = ['{"a":[{}', '{}]}', '{},{}', '{"x":{"y":{}', '{}},"z":{}}', "{}", 
 def test_lines_that_only_parse_together_are_each_bad(tmp_path, monkeypatch, picks, long_lines, lookup):
     """Each line is judged on its own, whatever its neighbours: a line that is not one JSON object by
     itself (Python's json module decides here) is bad, and a request on such a line is not counted. With
-    long lines (padding) the chunk takes the pointer scan, with short ones the others."""
+    long lines (padding) they are read one at a time (``_long_lines``), with short ones the others."""
     from ccledger.sources.transcripts import _bad_line_spans
 
     use_lookup(monkeypatch, lookup)
@@ -465,7 +465,7 @@ def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypat
 @pytest.mark.parametrize("lookup", LOOKUPS)
 def test_fragments_that_parse_together_and_deep_nesting_are_judged_not_fatal(tmp_path, monkeypatch, lookup):
     """Two broken lines can form valid JSON once joined into the array the chunk is checked as; each is
-    still bad on its own, and a non-object element must not reach the pointer scan. Nesting the fast
+    still bad on its own, and a non-object line must not reach ``_object_line``. Nesting the fast
     path accepts (~1000 levels) is accepted by the exact path too, whatever else is in the chunk;
     deeper nesting is bad, never an exception."""
     from ccledger.sources import transcripts
@@ -644,21 +644,36 @@ def test_a_worker_asks_glibc_to_keep_freed_memory():
     assert proc.stdout.strip() == str(glibc)
 
 
-def test_what_a_file_yields_does_not_depend_on_the_chunk_sizes(tmp_path, monkeypatch):
-    """Chunks grow after long lines (``LONG_CHUNK_BYTES``) and stay small for short ones: with the
-    generated corpus's big tool results, malformed and truncated lines, the records, bad lines (with
-    their numbers and reasons) and code changes are the same with tiny chunks as with the real sizes."""
+def test_what_a_file_yields_does_not_depend_on_the_chunk_sizes_or_the_path_long_lines_take(
+    tmp_path, monkeypatch
+):
+    """Chunks grow after long lines (``LONG_CHUNK_BYTES``), which are then read where they lie, one at a
+    time (``_long_lines`` on the file mapping), and stay small for short ones: with the generated
+    corpus's big tool results, malformed and truncated lines, the records, bad lines (with their numbers
+    and reasons) and code changes are the same with tiny chunks as with the real sizes, and the same when
+    every chunk after the first is read line by line in place as when none is."""
+    import mmap
+
     from ccledger.sources import transcripts
     from tests.support.corpus import generate
 
     root = tmp_path / "claude"
     generate(root, seed=11, sessions=6, requests_per_session=25, big_tool_results=True)
     files = sorted((root / "projects").rglob("*.jsonl"))
+    in_place: list[int] = []
+    real_long_lines = transcripts._long_lines
 
-    def read_all(long_chunks: bool = False) -> list[object]:
+    def spy(src, pos, stop, *rest):  # type: ignore[no-untyped-def]
+        if isinstance(src, mmap.mmap):
+            in_place.append(stop - pos)
+        return real_long_lines(src, pos, stop, *rest)
+
+    monkeypatch.setattr(transcripts, "_long_lines", spy)
+
+    def read_all() -> list[object]:
         out: list[object] = []
         for f in files:
-            scan = scan_file(f, None, long_chunks=long_chunks)
+            scan = scan_file(f, None)
             assert scan is not None and scan.error is None
             out.append((sorted((r.dedupe_key, r.tokens, r.ts) for r in scan.records),
                         [(b.line_no, b.reason) for b in scan.bad],
@@ -668,11 +683,18 @@ def test_what_a_file_yields_does_not_depend_on_the_chunk_sizes(tmp_path, monkeyp
 
     real = read_all()
     assert any(r[1] for r in real) and any(r[0] for r in real)  # bad lines and records to compare
-    assert read_all(long_chunks=True) == real
+    assert in_place  # the real sizes read some long lines in place
     monkeypatch.setattr(transcripts, "CHUNK_BYTES", 4096)
     monkeypatch.setattr(transcripts, "LONG_CHUNK_BYTES", 16384)
     assert read_all() == real
-    assert read_all(long_chunks=True) == real
+    in_place.clear()
+    monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", 0)  # every chunk after the first in place
+    assert read_all() == real
+    assert sum(in_place) > sum(f.stat().st_size for f in files) // 2
+    in_place.clear()
+    monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", 1 << 40)  # none: every chunk decoded whole
+    assert read_all() == real
+    assert not in_place
 
 
 @pytest.mark.parametrize("lookup", [*LOOKUPS, "oversized"])

@@ -60,12 +60,9 @@ def _merge(into: RefreshStats, part: RefreshStats) -> None:
 class _Batch:
     """Rows, code changes and read positions waiting for one transaction."""
 
-    def __init__(
-        self, ledger: Ledger, before_write: Callable[[], None] | None = None, *, long_chunks: bool = False
-    ) -> None:
+    def __init__(self, ledger: Ledger, before_write: Callable[[], None] | None = None) -> None:
         self.ledger = ledger
         self.before_write = before_write
-        self.long_chunks = long_chunks  # see transcripts.scan_file
         self.rows: dict[str, Row] = {}
         self.changes: list[CodeChange] = []
         self.cursors: list[FileCursor] = []
@@ -73,7 +70,7 @@ class _Batch:
     def add(self, path: Path, prev: FileCursor | None, book: PriceBook, out: RefreshStats) -> None:
         from ccledger.sources.transcripts import scan_file  # only when there is something to read
 
-        scan = scan_file(path, prev, long_chunks=self.long_chunks)
+        scan = scan_file(path, prev)
         if scan is None:
             return
         if scan.error:
@@ -217,13 +214,14 @@ def keep_freed_memory() -> bool:
     """Have glibc's malloc keep the memory a worker frees instead of giving it back to the system at once;
     False where there is no ``mallopt`` to ask (not Linux, or no C library ctypes can load).
 
-    Why: each chunk a worker reads makes a few buffers of 0.25-0.5 MB (the chunk, the array simdjson
-    parses). By default malloc serves blocks that size with ``mmap`` or trims them off the heap when they
-    are freed, so the next chunk's buffers fault every page in afresh: a third of a refresh's system time
-    on large tool results. With blocks under 8 MB taken from the heap and up to 256 MB of free heap kept,
-    they are reused: on a third of the 1 GB sparse corpus, minor faults went from ~34,700 to ~15,100 and
-    CPU time down ~8 % (6 alternating runs each). A worker lives for one run, so what it keeps is released
-    when it exits.
+    Why: each chunk of short lines a worker reads makes a few buffers of 0.25-0.5 MB (the chunk, its
+    text decoded to check it is UTF-8). By default malloc serves blocks that size with ``mmap`` or trims
+    them off the heap when they are freed, so the next chunk's buffers fault every page in afresh. With
+    blocks under 8 MB taken from the heap and up to 256 MB of free heap kept, they are reused. When long
+    lines were read a chunk at a time too, this cut minor faults on a third of the 1 GB sparse corpus from
+    ~34,700 to ~15,100 and CPU time ~8 %; now that they are read in place (``transcripts._long_lines``),
+    dense first runs still take ~2 % less time with it (4 alternating runs each). A worker lives for one
+    run, so what it keeps is released when it exits.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -252,7 +250,8 @@ def _ingest_groups(shared: Shared, slot: int, url: str, book: PriceBook, groups:
         if not shared.wait_ready(600):
             raise RuntimeError("the ledger's schema was not created in time")
 
-    batch = _Batch(Ledger(url), before_write=wait_for_schema, long_chunks=keep_freed_memory())
+    keep_freed_memory()
+    batch = _Batch(Ledger(url), before_write=wait_for_schema)
     out = RefreshStats()
     while (i := shared.claim()) is not None:
         for path, prev, _nbytes in groups[i]:

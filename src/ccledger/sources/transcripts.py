@@ -199,15 +199,9 @@ def plan_read(path: Path, prev: FileCursor | None) -> tuple[FileCursor, int] | N
     return state, 0
 
 
-def scan_file(
-    path: Path, prev: FileCursor | None, *, long_chunks: bool = False, upto: int | None = None
-) -> FileScan | None:
+def scan_file(path: Path, prev: FileCursor | None, *, upto: int | None = None) -> FileScan | None:
     """Read what is new in one file (``upto``: only its first bytes). Never raises for file contents; an
-    OS error is reported.
-
-    ``long_chunks``: read long lines a megabyte at a time (``LONG_CHUNK_BYTES``), for a process that keeps
-    the memory it frees (``services.history.keep_freed_memory``); otherwise each such chunk's buffers are
-    fresh pages to fault in, and 256 kB chunks read a warm run's 11 MB of long lines ~25 % faster."""
+    OS error is reported."""
     if sys.getrecursionlimit() < _NESTING_LIMIT:
         sys.setrecursionlimit(_NESTING_LIMIT)
     try:
@@ -238,18 +232,17 @@ def scan_file(
                     state.head_hash = _head_hash(mm, min(HEAD_BYTES, size))
                 scan = FileScan(state)
                 end = size if upto is None else max(start, min(size, upto))
-                _scan_bytes(mm, start, end, path, scan, LONG_CHUNK_BYTES if long_chunks else CHUNK_BYTES)
+                _scan_bytes(mm, start, end, path, scan)
                 return scan
     except OSError as exc:
         return FileScan(state, error=str(exc))
 
 
 CHUNK_BYTES = 256 * 1024
-# With ``long_chunks`` (see scan_file), after a chunk of long lines (the pointer scan's,
-# ``_POINTER_LINE_BYTES``) the next one is this long: its lines cost the same per byte, but a chunk costs
-# its parse and searches for its ends (~5 % of a sparse refresh at 256 kB). Short lines stay in small
-# chunks: a bad line sends its whole chunk to the slower line-by-line judgement, and they come a few per
-# MB in the dense corpus.
+# After a chunk of long lines, the next ones are this long, read where they lie (``_long_lines``): they
+# cost the same per byte, but each costs the searches for its ends and a look at its line lengths. Short
+# lines stay in small chunks: a bad line sends its whole chunk to the slower line-by-line judgement, and
+# they come a few per MB in the dense corpus.
 LONG_CHUNK_BYTES = 1024 * 1024
 # What makes a line blank (allowed, not counted): JSON's whitespace, not Python's (which adds \v and \f).
 _JSON_SPACE = b" \t\r"
@@ -261,9 +254,10 @@ class _Where(msgspec.Struct):
     file_agent: str | None
 
 
-def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan, long_chunk: int) -> None:
-    """Read complete lines from ``pos`` in chunks (``CHUNK_BYTES``; ``long_chunk`` after a chunk of long
-    lines), validating each chunk in one call and decoding only the lines that carry usage or an edit."""
+def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -> None:
+    """Read complete lines from ``pos`` in chunks (``CHUNK_BYTES``; ``LONG_CHUNK_BYTES`` after a chunk of
+    long lines), validating each chunk in one call, or each long line where it lies, and decoding only
+    the lines that carry usage or an edit."""
     state = scan.state
     parent_session, file_agent = _file_context(path)
     where = _Where(str(path), parent_session, file_agent)
@@ -283,6 +277,7 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan, l
     complete_end = max(pos, mm.rfind(b"\n", pos, end) + 1)
     released = pos - pos % mmap.PAGESIZE
     chunk = CHUNK_BYTES
+    long_lines = False
     while pos < complete_end:
         if pos - released > _RELEASE_EVERY:
             # Pages already read are file-backed and clean: drop them so a huge file or line does not
@@ -300,9 +295,12 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan, l
         if stop <= first_nl:
             stop = first_nl + 1
         lines_before = line_no
-        line_no = _scan_chunk(mm[pos:stop], pos, line_no, where, scan)
+        if long_lines:  # after a chunk of long lines, the next is read where it lies (``_long_lines``)
+            line_no = _long_lines(mm, pos, stop, 0, line_no, where, scan)
+        else:
+            line_no = _scan_chunk(mm[pos:stop], pos, line_no, where, scan)
         long_lines = stop - pos >= _POINTER_LINE_BYTES * (line_no - lines_before)
-        chunk = long_chunk if long_lines else CHUNK_BYTES
+        chunk = LONG_CHUNK_BYTES if long_lines else CHUNK_BYTES
         pos = stop
     if complete_end < end:
         # The last line has no newline yet: take it only if it is already complete JSON, otherwise
@@ -519,23 +517,14 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
     found = _object_lines(buf) if len(buf) <= _SIMD_MAX_BYTES else None
     if found is not None:
         starts, ends, blanks = found
-        done = True
         if len(buf) >= _POINTER_LINE_BYTES * len(starts):
-            values = _keyed_values(buf, list(zip(starts, ends, strict=True)))
-            if values is None:
-                done = False
-            else:
-                _pointer_scan(values, buf, starts, ends, base, line_no, where, scan)
-            del values
-        else:
-            lines = _clean_short_lines(buf, len(starts))
-            if lines is None:
-                done = False
-            elif _DECODE_CLEAN_CHUNKS:
+            return _long_lines(buf, 0, len(buf), base, line_no, where, scan)
+        lines = _clean_short_lines(buf, len(starts))
+        if lines is not None:
+            if _DECODE_CLEAN_CHUNKS:
                 _decoded_lines(lines, buf, starts, ends, base, line_no, where, scan)
             else:
                 _marked_lines(buf, base, line_no, where, scan, set())
-        if done:
             return line_no + len(starts) + len(blanks)
     # whole lines: one per newline
     newlines = len(found[0]) + len(found[2]) if found is not None else _newlines(buf)
@@ -682,45 +671,96 @@ def _patch_line(line: bytes, where: _Where, scan: FileScan) -> None:
         _patch(_decode_patch_line(line), where.parent_session, scan)
 
 
-def _pointer_scan(
-    values: list[Any], buf: bytes, starts: list[int], ends: list[int], base: int, line_no: int,
-    where: _Where, scan: FileScan,
+def _long_lines(
+    src: bytes | mmap.mmap, pos: int, stop: int, base: int, line_no: int, where: _Where, scan: FileScan
+) -> int:
+    """Scan the whole lines ``src[pos:stop]`` (file offset ``base + pos``, line ``line_no`` + 1 on) one
+    at a time, each parsed by simdjson where it lies; the line number after them.
+
+    Why: for long lines (megabyte tool results) the parse is the judge and the map of a line at once.
+    Asking the parsed object where the usage blocks and edit patches are costs a few microseconds a line,
+    where searching for their keys costs a pass over every byte; and parsing each line in place (``src``
+    is the file mapping itself after the first chunk) spares two copies of every byte that parsing a
+    chunk at once needs (the chunk, then its lines joined into one array): ~15 % of a sparse refresh's
+    reading. simdjson copies the line into its own padded buffer, so nothing it returns points into
+    ``src``. A line it refuses (too long for its buffer, nested deeper than it goes, or bad) is judged by
+    ``_line_is_bad``, as a refused chunk's lines are.
+    """
+    parse = _simd_parser().parse
+    obj = _SimdObject
+    find = src.find
+    with memoryview(src) as view:
+        while pos < stop:
+            le = find(b"\n", pos, stop)
+            line_no += 1
+            if le > pos:
+                el = None
+                if le - pos <= _SIMD_MAX_BYTES:
+                    # A ValueError (UnicodeDecodeError is one) or, for too deep a nesting, a RuntimeError
+                    with contextlib.suppress(ValueError, RuntimeError):
+                        el = parse(view[pos:le])
+                if el.__class__ is obj:
+                    _object_line(el, src, pos, le, base, line_no, where, scan)
+                    el = None  # the parser's next parse must not find a document still in use
+                else:
+                    el = None
+                    _refused_line(src[pos : le + 1], base + pos, line_no, where, scan)
+            pos = le + 1
+    return line_no
+
+
+def _refused_line(line: bytes, at: int, line_no: int, where: _Where, scan: FileScan) -> None:
+    """A line simdjson did not read as an object (with its newline, at file offset ``at``): blank, bad,
+    or (nested deeper than simdjson goes, or longer than its buffer) judged good and searched for keys."""
+    body = line[:-1]
+    if not body.strip(_JSON_SPACE):
+        return
+    if _line_is_bad(body):
+        _bad(scan, where.path, line_no, _reason(body.rstrip(b"\r")))
+    else:
+        _marked_lines(line, at, line_no - 1, where, scan, set())
+
+
+def _object_line(
+    el: Any, buf: bytes | mmap.mmap, ls: int, le: int, base: int, line_no: int, where: _Where, scan: FileScan
 ) -> None:
-    """``_marked_lines`` for chunks of long lines (megabyte tool results), given each line's parsed
-    object (``_keyed_values``): asking it where the usage blocks and edit patches are costs a few
-    microseconds a line, searching for their keys costs a pass over every byte.
+    """``_marked_lines`` for the line ``buf[ls:le]`` (line ``line_no``), given simdjson's object of it.
 
     The same lines come out (tested both ways). A line whose ``message`` holds a ``usage`` object is
     taken as holding the key; one whose ``message.usage`` is something else, and any line that could be a
     malformed request (no ``type``, type ``assistant``, or a type that is not a string), is searched for
     the usage key as ``_marked_lines`` searches the chunk; what it finds is judged by the same
-    ``_usage_line``. Only JSON with duplicate keys (simdjson reads the first, msgspec the last) or keys
-    spelled with escapes (``"\\u0075sage"``, found by the parse, not by the search) can tell the two apart.
+    ``_request_verdict``. Only JSON with duplicate keys (simdjson reads the first, msgspec the last) or
+    keys spelled with escapes (``"\\u0075sage"``, found by the parse, not by the search) can tell the two
+    apart.
     """
     obj = _SimdObject
     # A key that is there costs ~0.03 us to find and ~0.03 us to read; a key that is not costs ~1.7 us
     # (simdjson raises a C++ exception inside, and ``get`` catches the same one). Keys that are usually
     # there are tested with ``in``; those usually missing (``usage`` in a user's message, a structured
     # patch in a command's result, a message or a tool result on a line of another type) with ``_lacks``.
-    for el, ls, le in zip(values, starts, ends, strict=True):
-        kind = el["type"] if "type" in el else None  # noqa: SIM401 (``get`` raises inside on a miss)
-        if kind == "assistant" or kind == "user":
-            msg = el["message"] if "message" in el else None  # noqa: SIM401
-        else:  # snapshots, summaries, system lines: usually no message
-            msg = None if _lacks(el, "message") else el["message"]
-        if msg.__class__ is obj and (not _lacks(msg, "usage") if kind == "user" else "usage" in msg):
-            # A usage object the parse already holds is the key the search would find (as in
-            # ``_decoded_lines``); anything else there (``null``) leaves it to the search.
-            found = msg["usage"].__class__ is obj or _usage_block_at(buf, ls, le) != -1
-        else:
-            suspect = kind is None or kind == "assistant" or kind.__class__ is not str
-            found = suspect and _usage_block_at(buf, ls, le) != -1
-        if found and _usage_line(buf, ls, le, base, line_no, where, scan):
-            continue
-        if "toolUseResult" in el if kind == "user" else not _lacks(el, "toolUseResult"):
-            result = el["toolUseResult"]
-            if result.__class__ is obj and not _lacks(result, "structuredPatch"):
-                _patch_line(buf[ls:le], where, scan)
+    kind = el["type"] if "type" in el else None  # noqa: SIM401 (``get`` raises inside on a miss)
+    if kind == "assistant" or kind == "user":
+        msg = el["message"] if "message" in el else None  # noqa: SIM401
+    else:  # snapshots, summaries, system lines: usually no message
+        msg = None if _lacks(el, "message") else el["message"]
+    if msg.__class__ is obj and (not _lacks(msg, "usage") if kind == "user" else "usage" in msg):
+        # A usage object the parse already holds is the key the search would find (as in
+        # ``_decoded_lines``); anything else there (``null``) leaves it to the search.
+        found = msg["usage"].__class__ is obj or _usage_block_at(buf, ls, le) != -1
+    else:
+        suspect = kind is None or kind == "assistant" or kind.__class__ is not str
+        found = suspect and _usage_block_at(buf, ls, le) != -1
+    if found:
+        is_request, why = _request_verdict(buf[ls:le], base + ls, scan)
+        if why is not None:
+            _bad(scan, where.path, line_no, why)
+        if is_request:
+            return
+    if "toolUseResult" in el if kind == "user" else not _lacks(el, "toolUseResult"):
+        result = el["toolUseResult"]
+        if result.__class__ is obj and not _lacks(result, "structuredPatch"):
+            _patch_line(buf[ls:le], where, scan)
 
 
 _LIST_KEYS_UPTO = 32
