@@ -97,6 +97,25 @@ def test_rollup_groups_and_filters(ledger_url):
     assert [r.requests for r in only] == [1]
 
 
+def test_rollup_without_times_has_the_same_sums_and_no_activity_times(ledger_url):
+    """``times=False`` (day, week and month reports) drops only the first/last activity times, from the
+    cells and from the raw records alike (a bucket that is not whole quarter hours reads the records)."""
+    ledger = Ledger.open(ledger_url)
+    stamps = [datetime(2026, 11, 20, 1, 7, tzinfo=UTC), datetime(2026, 11, 20, 23, 59, tzinfo=UTC),
+              datetime(2026, 11, 21, 5, 30, tzinfo=UTC)]
+    ledger.write([price_record(BOOK, rec(str(i), output=10 + i, ts=t)) for i, t in enumerate(stamps)])
+    for bucket in (86_400_000, 86_400_000 + 60_000):
+        with_times = sorted(ledger.rollup(bucket_ms=bucket, by=["model"]), key=lambda r: r.bucket_ms)
+        without = sorted(ledger.rollup(bucket_ms=bucket, by=["model"], times=False), key=lambda r: r.bucket_ms)
+        assert [(r.first_ms, r.last_ms) for r in without] == [(0, 0)] * len(with_times)
+        def sums(r):  # type: ignore[no-untyped-def]
+            return (r.bucket_ms, r.keys, r.requests, r.tokens, r.cost_nanos, r.unknown_requests)
+        assert [sums(r) for r in without] == [sums(r) for r in with_times]
+    day = sorted(ledger.rollup(bucket_ms=86_400_000), key=lambda r: r.bucket_ms)
+    ms = [int(t.timestamp() * 1000) for t in stamps]
+    assert [(r.first_ms, r.last_ms) for r in day] == [(ms[0], ms[1]), (ms[2], ms[2])]
+
+
 def test_rollup_cells_agree_with_raw_records_after_replacements_and_reprice(ledger_url, tmp_path):
     """The trigger-maintained quarter-hour cells must give exactly what a scan of the records gives."""
     import random

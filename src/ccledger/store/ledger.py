@@ -616,11 +616,14 @@ class Ledger:
         until_ms: int | None = None,
         where: dict[str, str] | None = None,
         offset_ms: int = 0,
+        times: bool = True,
     ) -> list[RollupRow]:
         """Sums grouped by time bucket (epoch ms floored to ``bucket_ms``) and the ``by`` columns.
 
         With ``offset_ms`` the buckets are those of a clock that far ahead of UTC (a zone's fixed
-        offset): a row's ``bucket_ms`` is then the UTC instant its local bucket starts.
+        offset): a row's ``bucket_ms`` is then the UTC instant its local bucket starts. With ``times``
+        False the rows' ``first_ms`` and ``last_ms`` are 0: reports that show no activity times (days,
+        weeks, months) skip two aggregates the store computes per cell, ~15 % of such a query.
 
         Reports ask for quarter-hour buckets and map them to days in the user's zone in Python, which
         keeps time-zone logic out of SQL (it differs between engines). Whenever the question can be
@@ -631,7 +634,7 @@ class Ledger:
         aligned = all(t is None or t % ROLLUP_BUCKET_MS == 0 for t in (since_ms, until_ms, offset_ms))
         fits = bucket_ms % ROLLUP_BUCKET_MS == 0 or bucket_ms >= _ALL_TIME_MS
         cells = aligned and fits and cols <= set(ROLLUP_DIMS)
-        return self._rollup_from(cells, bucket_ms, by, since_ms, until_ms, where, int(offset_ms))
+        return self._rollup_from(cells, bucket_ms, by, since_ms, until_ms, where, int(offset_ms), times)
 
     def time_span(self) -> tuple[int, int] | None:
         """(first, last) quarter-hour cell start in epoch ms, None for an empty ledger: two index lookups
@@ -652,6 +655,7 @@ class Ledger:
         until_ms: int | None,
         where: dict[str, str] | None,
         offset_ms: int = 0,
+        times: bool = True,
     ) -> list[RollupRow]:
         allowed = set(ROLLUP_DIMS) if from_cells else _USAGE_FILTERS
         for col in (*by, *(where or {})):
@@ -666,6 +670,8 @@ class Ledger:
             table, ts = "usage", "ts_ms"
             n, first, last = "COUNT(*)", "MIN(ts_ms)", "MAX(ts_ms)"
             unknown = "SUM(CASE WHEN unknown_model THEN 1 ELSE 0 END)"
+        if not times:
+            first = last = "0"
         dims = "".join(f", {c}" for c in by)
         sums = ", ".join(f"SUM({c})" for c in SUM_COLS)
         conds, params = [], []
