@@ -242,3 +242,19 @@ def test_claude_5_1_5_2_and_5_5_models_at_their_published_rates():
     want = usd(60_000, "0.50") + usd(1_000, "2.50") + usd(40_001, "0.05")
     q = BOOK.quote("claude-haiku-5-5", NOV, big)
     assert q.cost == want and q.long_context
+
+
+def test_books_compare_by_their_prices_not_by_what_they_have_priced_so_far():
+    """Pricing fills the book's caches: a book that has priced something still equals a fresh one, a
+    book with other prices does not, and the repr names the book without its thousands of entries."""
+    used, fresh = PriceBook.load(), PriceBook.load()
+    used.quote("claude-sonnet-4-5", NOV, TokenCounts(input=1_000, output=1_000))
+    used.quote("anthropic.claude-opus-4-8", NOV, TokenCounts(input=1_000))
+    assert used == fresh
+    discounted = PriceBook.load()
+    discounted.multiplier = Decimal("0.8")
+    assert discounted != fresh
+    assert (used == "a book") is False
+    text = repr(used)
+    assert "_rate_cache" not in text and "_resolved" not in text and len(text) < 200
+    assert f"models={len(fresh.models)}" in text and repr(fresh.version) in text

@@ -219,6 +219,9 @@ def _parse_model(data: Mapping[str, Any]) -> ModelEntry:
     )
 
 
+_BOOK_FIELDS = ("models", "aliases", "fallback", "multiplier", "version")
+
+
 class PriceBook(msgspec.Struct):
     """Resolves model ids and prices usage. Build it with ``PriceBook.load``."""
 
@@ -236,6 +239,19 @@ class PriceBook(msgspec.Struct):
 
     def __post_init__(self) -> None:
         self._rebuild_index()
+
+    # The fields after ``version`` are caches that pricing fills in: two books that price alike are equal
+    # whatever each has priced so far, and a repr does not print thousands of cache entries.
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _BOOK_FIELDS)
+
+    def __repr__(self) -> str:
+        return (
+            f"PriceBook(version={self.version!r}, models={len(self.models)}, aliases={len(self.aliases)}, "
+            f"multiplier={self.multiplier})"
+        )
 
     def _rebuild_index(self) -> None:
         self._index = {}
