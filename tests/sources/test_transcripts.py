@@ -743,3 +743,62 @@ def test_the_usage_key_search_stays_inside_its_range():
                 assert _usage_block_at(buf, 0, brace + 1) == 1
                 assert _usage_block_at(buf, 0, brace) == -1, (text, buf)
                 assert _usage_block_at(buf, 2, len(text)) == -1
+
+
+def _read(f: Path) -> tuple[list[object], list[tuple[int, str]]]:
+    scan = scan_file(f, None)
+    assert scan is not None and scan.error is None
+    return sorted((r.dedupe_key, r.tokens) for r in scan.records), [(b.line_no, b.reason) for b in scan.bad]
+
+
+def test_a_byte_order_mark_makes_a_line_bad_whichever_way_it_is_read(tmp_path, monkeypatch):
+    """simdjson skips a leading UTF-8 byte-order mark, the judge (msgspec) does not: a line that starts
+    with one is bad (not JSON), request or not, also where long lines are parsed in place."""
+    from ccledger.sources import transcripts
+
+    pad = json.dumps({"type": "user", "message": {"content": "y" * 5000}}, separators=(",", ":"))
+    bom = "\ufeff"
+    lines = [pad] * 120 + [bom + '{"type":"user"}', bom + line("m1"), line("m2")] + [pad] * 3
+    f = tmp_path / "bom.jsonl"
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", 1 << 40)  # never in place: the reference
+    want = _read(f)
+    assert [n for n, _ in want[1]] == [121, 122] and all(r.startswith("not JSON") for _, r in want[1])
+    assert [k for k, _ in want[0]] == ["msg:m2"]
+    in_place: list[int] = []
+    real = transcripts._long_lines
+    monkeypatch.setattr(transcripts, "_long_lines", lambda src, *a: in_place.append(1) or real(src, *a))
+    for bytes_per_line in (4096, 0):  # the real threshold, and every chunk after the first in place
+        monkeypatch.setattr(transcripts, "_POINTER_LINE_BYTES", bytes_per_line)
+        assert _read(f) == want
+    assert in_place
+
+
+def test_short_lines_after_long_ones_are_decoded_as_short_lines_are(tmp_path):
+    """After a chunk of long lines the next chunk is read in place only if its own lines are long too: a
+    chunk of short lines is decoded whole, as anywhere else in a file, so it reads a line with duplicate
+    keys as every short chunk does (msgspec: the last ``type`` and ``message`` win, here a request)."""
+    pad = json.dumps({"type": "user", "message": {"content": "y" * 5000}}, separators=(",", ":"))
+    short = [json.dumps({"type": "user", "message": {"content": f"hi {i}"}}) for i in range(3000)]
+    dup = '{"type":"user","message":{"content":"hi"},' + line("m7")[1:]  # the last keys are the request's
+    head, tail = tmp_path / "after_long.jsonl", tmp_path / "alone.jsonl"
+    head.write_text("\n".join([pad] * 60 + [dup] + short) + "\n")
+    tail.write_text("\n".join([*short, dup]) + "\n")
+    assert [k for k, _ in _read(tail)[0]] == ["msg:m7"]
+    assert _read(head)[0] == _read(tail)[0] and not _read(head)[1]
+
+
+def test_a_simdjson_document_left_alive_is_an_error_not_a_slow_path(tmp_path, monkeypatch):
+    """Reading long lines in place reuses one simdjson parser, which refuses to parse while an object of
+    its last document is alive. That refusal is a bug in the reader, so it is raised, not taken for a
+    line simdjson cannot read (which would quietly send every later line to the slower judge)."""
+    from ccledger.sources import transcripts
+
+    pad = json.dumps({"type": "user", "message": {"content": "y" * 5000}}, separators=(",", ":"))
+    f = tmp_path / "long.jsonl"
+    f.write_text("\n".join([pad] * 120) + "\n")
+    kept: list[object] = []
+    real = transcripts._object_line
+    monkeypatch.setattr(transcripts, "_object_line", lambda el, *a: kept.append(el) or real(el, *a))
+    with pytest.raises(RuntimeError, match="re-use"):
+        scan_file(f, None)

@@ -295,7 +295,8 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
         if stop <= first_nl:
             stop = first_nl + 1
         lines_before = line_no
-        if long_lines:  # after a chunk of long lines, the next is read where it lies (``_long_lines``)
+        if long_lines and _lines_are_long(mm, pos, stop):
+            # After a chunk of long lines, the next one of long lines too is read where it lies.
             line_no = _long_lines(mm, pos, stop, 0, line_no, where, scan)
         else:
             line_no = _scan_chunk(mm[pos:stop], pos, line_no, where, scan)
@@ -315,6 +316,26 @@ def _scan_bytes(mm: mmap.mmap, pos: int, end: int, path: Path, scan: FileScan) -
     state.line_no = line_no
     state.bad_lines += scan.bad_count
     scan.bytes_read = pos - start_pos
+
+
+def _lines_are_long(mm: mmap.mmap, pos: int, stop: int) -> bool:
+    """Whether the whole lines ``mm[pos:stop]`` average ``_POINTER_LINE_BYTES`` or more, as ``_scan_chunk``
+    asks of a chunk it holds; the count stops as soon as there are too many lines. Why ask again after a
+    chunk of long lines: the next one can be of short lines, which ``_scan_chunk`` decodes in one call
+    (and reads as the other short chunks are: with duplicate keys, msgspec takes the last, simdjson the
+    first)."""
+    if not _POINTER_LINE_BYTES:
+        return True
+    most = (stop - pos) // _POINTER_LINE_BYTES
+    find = mm.find
+    n = 0
+    i = find(b"\n", pos, stop)
+    while i != -1:
+        n += 1
+        if n > most:
+            return False
+        i = find(b"\n", i + 1, stop)
+    return True
 
 
 def _line_is_bad(line: bytes) -> bool:
@@ -683,8 +704,8 @@ def _long_lines(
     is the file mapping itself after the first chunk) spares two copies of every byte that parsing a
     chunk at once needs (the chunk, then its lines joined into one array): ~15 % of a sparse refresh's
     reading. simdjson copies the line into its own padded buffer, so nothing it returns points into
-    ``src``. A line it refuses (too long for its buffer, nested deeper than it goes, or bad) is judged by
-    ``_line_is_bad``, as a refused chunk's lines are.
+    ``src``. A line it refuses (too long for its buffer, nested deeper than it goes, or bad), and one
+    that does not start with ``{``, is judged by ``_line_is_bad``, as a refused chunk's lines are.
     """
     parse = _simd_parser().parse
     obj = _SimdObject
@@ -693,30 +714,35 @@ def _long_lines(
         while pos < stop:
             le = find(b"\n", pos, stop)
             line_no += 1
-            if le > pos:
+            el = None
+            # Only a line that starts as an object goes to simdjson: it also skips a leading byte-order
+            # mark, which the judge (msgspec) refuses, and lines with blanks before the brace are rare.
+            if src[pos] == 0x7B and le - pos <= _SIMD_MAX_BYTES:
+                try:
+                    el = parse(view[pos:le])
+                except ValueError:  # not JSON, not UTF-8 (UnicodeDecodeError is a ValueError), too big
+                    pass
+                except RuntimeError as exc:  # nested too deep, or an integer beyond 64 bits
+                    if str(exc).startswith("Tried to re-use"):
+                        raise  # a document left alive (below): a bug to see, not a line to judge
+            if el.__class__ is obj:
+                _object_line(el, src, pos, le, base, line_no, where, scan)
+                el = None  # the parser's next parse must not find a document still in use
+            elif le > pos:
                 el = None
-                if le - pos <= _SIMD_MAX_BYTES:
-                    # A ValueError (UnicodeDecodeError is one) or, for too deep a nesting, a RuntimeError
-                    with contextlib.suppress(ValueError, RuntimeError):
-                        el = parse(view[pos:le])
-                if el.__class__ is obj:
-                    _object_line(el, src, pos, le, base, line_no, where, scan)
-                    el = None  # the parser's next parse must not find a document still in use
-                else:
-                    el = None
-                    _refused_line(src[pos : le + 1], base + pos, line_no, where, scan)
+                _refused_line(src[pos : le + 1], base + pos, line_no, where, scan)
             pos = le + 1
     return line_no
 
 
 def _refused_line(line: bytes, at: int, line_no: int, where: _Where, scan: FileScan) -> None:
     """A line simdjson did not read as an object (with its newline, at file offset ``at``): blank, bad,
-    or (nested deeper than simdjson goes, or longer than its buffer) judged good and searched for keys."""
-    body = line[:-1]
-    if not body.strip(_JSON_SPACE):
+    or (nested deeper than simdjson goes, longer than its buffer, or with blanks before its brace) judged
+    good and searched for keys. The newline is JSON whitespace to the judge: no copy without it."""
+    if not line.strip(b" \t\r\n"):
         return
-    if _line_is_bad(body):
-        _bad(scan, where.path, line_no, _reason(body.rstrip(b"\r")))
+    if _line_is_bad(line):
+        _bad(scan, where.path, line_no, _reason(line.rstrip(b"\r\n")))
     else:
         _marked_lines(line, at, line_no - 1, where, scan, set())
 
