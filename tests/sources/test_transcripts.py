@@ -802,3 +802,35 @@ def test_a_simdjson_document_left_alive_is_an_error_not_a_slow_path(tmp_path, mo
     monkeypatch.setattr(transcripts, "_object_line", lambda el, *a: kept.append(el) or real(el, *a))
     with pytest.raises(RuntimeError, match="re-use"):
         scan_file(f, None)
+
+
+def test_records_are_built_in_the_field_order_of_usage_records():
+    """``_record`` passes a record's fields by position (keywords cost ~4x as much per request): the
+    order it assumes must be UsageRecord's, and a record read from a line must hold each value where a
+    reader of the record expects it."""
+    from ccledger.core.records import UsageRecord
+    from ccledger.sources import transcripts
+
+    n = len(transcripts._RECORD_FIELDS)
+    assert UsageRecord.__struct_fields__[:n] == transcripts._RECORD_FIELDS
+    obj = transcripts._decode_assistant(json.dumps({
+        "type": "assistant", "timestamp": "2026-11-20T10:00:00.000Z", "sessionId": "s9", "cwd": "/w/p",
+        "gitBranch": "dev", "version": "2.3.4", "isSidechain": True, "agentId": "a7", "requestId": "req_9",
+        "message": {"id": "msg_9", "model": "claude-opus-4-8", "usage": {
+            "input_tokens": 3, "output_tokens": 4, "cache_read_input_tokens": 5,
+            "cache_creation_input_tokens": 6, "service_tier": "batch", "inference_geo": "us",
+            "speed": "fast", "server_tool_use": {"web_search_requests": 2}}},
+    }).encode())
+    rec = transcripts._record(obj, None, None)
+    assert isinstance(rec, UsageRecord)
+    got = {f: getattr(rec, f) for f in UsageRecord.__struct_fields__ if f not in ("ts", "tokens", "extra")}
+    assert got == {
+        "source": "transcript", "dedupe_key": "msg:msg_9", "model": "claude-opus-4-8",
+        "web_search_requests": 2, "service_tier": "batch", "inference_geo": "us", "speed": "fast",
+        "session_id": "s9", "project": "/w/p", "git_branch": "dev", "client_version": "2.3.4",
+        "is_sidechain": True, "agent_id": "a7", "parent_agent_id": "", "user_id": "", "group_id": "",
+        "key_id": "", "workspace": "", "request_id": "req_9", "duration_ms": None, "lines_added": 0,
+        "lines_removed": 0, "cost_nanos": None, "unknown_model": False,
+    }
+    assert (rec.tokens.input, rec.tokens.output, rec.tokens.cache_read, rec.tokens.cache_write) == (3, 4, 5, 6)
+    assert rec.ts.isoformat() == "2026-11-20T10:00:00+00:00" and rec.extra == {}

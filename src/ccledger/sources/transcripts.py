@@ -950,27 +950,28 @@ def _record(
     key = msg.id or obj.requestId
     if not key:
         return "assistant line without message.id or requestId"
-    u = msg.usage
-    usage = usage_from_wire(u)
-    tokens = usage.tokens
+    usage = usage_from_wire(msg.usage)
+    # Positional, in UsageRecord's field order (``_RECORD_FIELDS``, checked by a test): a struct built
+    # from 16 keywords costs ~0.7 us, from its positions ~0.15 us, and this runs once per request.
     return UsageRecord(
-        ts=ts,
-        source=SOURCE_TRANSCRIPT,
-        dedupe_key="msg:" + key,
-        model=model,
-        tokens=tokens,
-        web_search_requests=usage.web_search_requests,
-        service_tier=usage.service_tier,
-        inference_geo=usage.inference_geo,
-        speed=usage.speed,
-        session_id=parent_session or obj.sessionId or "",
-        project=obj.cwd or "",
-        git_branch=obj.gitBranch or "",
-        client_version=obj.version or "",
-        is_sidechain=bool(obj.isSidechain) or file_agent is not None,
-        agent_id=obj.agentId or file_agent or "",
-        request_id=obj.requestId or "",
+        ts, SOURCE_TRANSCRIPT, "msg:" + key, model, usage.tokens, usage.web_search_requests,
+        usage.service_tier, usage.inference_geo, usage.speed,
+        parent_session or obj.sessionId or "",  # session_id
+        obj.cwd or "",  # project
+        obj.gitBranch or "",  # git_branch
+        obj.version or "",  # client_version
+        bool(obj.isSidechain) or file_agent is not None,  # is_sidechain
+        obj.agentId or file_agent or "",  # agent_id
+        "", "", "", "", "",  # parent_agent_id, user_id, group_id, key_id, workspace
+        obj.requestId or "",  # request_id
     )
+
+
+_RECORD_FIELDS = (
+    "ts", "source", "dedupe_key", "model", "tokens", "web_search_requests", "service_tier", "inference_geo",
+    "speed", "session_id", "project", "git_branch", "client_version", "is_sidechain", "agent_id",
+    "parent_agent_id", "user_id", "group_id", "key_id", "workspace", "request_id",
+)  # fmt: skip
 
 
 def _patch(obj: _PatchLine, parent_session: str | None, scan: FileScan) -> None:
