@@ -434,8 +434,9 @@ def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypat
     f = tmp_path / "odd.jsonl"
     decoded = count_decoded_chunks(monkeypatch)
     # Lines 4, 7, 14 and 15 do not fit the structs the decoding way reads a whole chunk into (a type or
-    # timestamp that is not a string, a message that is not an object): it leaves such a chunk to the key
-    # search. Without them ("fit") it reads the chunk itself.
+    # timestamp that is not a string, a message that is not an object): it judges each such line alone
+    # and decodes the runs of lines between them (``_scan_refused``). Without them ("fit") it reads the
+    # chunk in one call.
     misfits = (3, 6, 13, 14)
     seen: dict[tuple[str, str], object] = {}
     for name, lines in (("all", odd), ("fit", [o for k, o in enumerate(odd) if k not in misfits])):
@@ -446,7 +447,8 @@ def test_every_lookup_finds_the_same_lines_as_the_key_search(tmp_path, monkeypat
             decoded.clear()
             scan = scan_file(f, None)
             assert scan is not None and scan.error is None
-            assert decoded == ([True] if mode == "decode" and name == "fit" else [])
+            runs = {"fit": 1, "all": 4}[name] if mode == "decode" else 0  # "all": 0-2, 4-5, 7-12, 15-
+            assert len(decoded) == runs
             seen[name, mode] = (sorted((r.dedupe_key, r.tokens) for r in scan.records),
                                 [(b.line_no, b.reason) for b in scan.bad],
                                 [(p.line_key, p.added, p.removed) for p in scan.patches])
@@ -834,3 +836,54 @@ def test_records_are_built_in_the_field_order_of_usage_records():
     }
     assert (rec.tokens.input, rec.tokens.output, rec.tokens.cache_read, rec.tokens.cache_write) == (3, 4, 5, 6)
     assert rec.ts.isoformat() == "2026-11-20T10:00:00+00:00" and rec.extra == {}
+
+
+_MIXED = [
+    "REQ", "REQ", "PATCH", '{"type":"user","message":{"content":"ok"}}', "", "   ", "REQ\r",
+    '{"type":"user","message":"a string"}', '{"type":5}', '{"type":"user","timestamp":7}',
+    '{"type":"assistant","message":{"id":"x","model":"m","usage":{"input_tokens":-1}},"timestamp":"t"}',
+    '{"a":"\xff"}', '{"a":1', '{"a":1}}', '{}{}', '{"a":[1,2}', '{"type":"user","x":01}', "not json",
+    '{"a":{}', '{"type":"assistant","usage":{"input_tokens":1}}', '{"a":"b}',
+]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(range(len(_MIXED))), min_size=1, max_size=40), st.sampled_from(LOOKUPS))
+def test_a_chunk_split_at_its_bad_lines_reads_as_one_judged_line_by_line(tmp_path, monkeypatch, picks, lookup):
+    """``_scan_refused`` decodes the runs of clean lines of a chunk that is not clean throughout and
+    judges alone each line the decoders stop at: the records, bad lines (numbers and reasons) and edits
+    are those of judging the whole chunk line by line (``_scan_judged``, the way every such chunk took
+    before), for any mix of requests, edits, blank lines, CRs, bad UTF-8, broken JSON, two values on a
+    line and values that do not fit the structs."""
+    from ccledger.sources import transcripts
+
+    use_lookup(monkeypatch, lookup)
+    patch = json.dumps({"type": "user", "uuid": "P", "timestamp": "2026-11-20T10:00:02.000Z", "sessionId": "s",
+                        "toolUseResult": {"structuredPatch": [{"lines": ["+a", "-b"]}]}})
+    lines = []
+    for k, i in enumerate(picks):
+        text = _MIXED[i].replace("REQ", line(f"m{k % 7}", output=k)).replace("PATCH", patch.replace('"P"', f'"p{k}"'))
+        lines.append(text.encode("latin-1") if "\xff" in text else text.encode())
+    f = tmp_path / "mixed.jsonl"
+    f.write_bytes(b"\n".join(lines) + b"\n")
+
+    def read() -> tuple[object, ...]:
+        scan = scan_file(f, None)
+        assert scan is not None and scan.error is None
+        return (sorted((r.dedupe_key, r.tokens) for r in scan.records), [(b.line_no, b.reason) for b in scan.bad],
+                sorted((p.line_key, p.added, p.removed) for p in scan.patches), scan.state.line_no)
+
+    got = read()
+
+    def judged(buf, base, line_no, where, scan, hint):  # type: ignore[no-untyped-def]
+        transcripts._scan_judged(buf, base, line_no, where, scan)
+        return line_no + buf.count(b"\n")
+
+    real = transcripts._scan_refused
+    transcripts._scan_refused = judged  # not monkeypatch: it would undo this only after every example
+    try:
+        want = read()
+    finally:
+        transcripts._scan_refused = real
+    assert got == want
+    assert got[3] == len(lines)

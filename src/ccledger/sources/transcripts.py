@@ -19,7 +19,9 @@ import _thread
 import contextlib
 import mmap
 import os
+import re
 import sys
+from bisect import bisect_right
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -401,8 +403,17 @@ def _object_lines(buf: bytes) -> tuple[list[int], list[int], list[int]] | None:
 
 def _clean_short_lines(buf: bytes, lines: int) -> list[_ChunkLine] | None:
     """Every line of ``buf`` decoded, when each line is one UTF-8 JSON object (the fast yes for a chunk
-    of short lines), else None: the chunk may hold a bad line (or a line that does not fit the struct,
-    such as a ``message`` that is a string), and ``_bad_line_spans`` judges it line by line.
+    of short lines), else None (``_decode_run`` says where it stopped)."""
+    return _decode_run(buf, lines)[0]
+
+
+_AT_BYTE = re.compile(r"\(byte (\d+)\)$")
+_AT_VALUE = re.compile(r" - at `\$\[(\d+)\]")
+
+
+def _decode_run(buf: bytes, lines: int) -> tuple[list[_ChunkLine] | None, int | None]:
+    """(every line of ``buf`` decoded, None) when each line is one UTF-8 JSON object, else (None, the
+    offset in ``buf`` where reading stopped, or None when the decoders do not say).
 
     Python's UTF-8 decoder vouches for the text (msgspec does not check the strings it skips; simdjson's
     parse of the chunk as one array did this before at ~0.5 ns a byte, ~2 % more of a dense refresh),
@@ -410,13 +421,38 @@ def _clean_short_lines(buf: bytes, lines: int) -> list[_ChunkLine] | None:
     a line that starts with ``{`` cannot continue a value the line before it left open (a value, not a
     comma or a key, would follow a value), and a line that ends with ``}`` cannot leave a string open (a
     raw newline is not allowed in one); so with as many values as lines, each line is one value.
+
+    Where it stopped is only a hint for ``_scan_refused`` (the byte of a UTF-8 or JSON error, or the
+    start of the line a value that does not fit the struct is counted at): whatever it points at is
+    judged line by line, and the lines around it are decoded again, so a wrong hint costs time, never a
+    wrong verdict.
     """
     try:
         buf.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, exc.start
+    try:
         decoded = _decode_chunk_lines(buf)
-    except (UnicodeDecodeError, *_DECODE_ERRORS):
-        return None
-    return decoded if len(decoded) == lines else None
+    except msgspec.ValidationError as exc:  # a DecodeError: test it first
+        value = _AT_VALUE.search(str(exc))
+        return None, _nth_line_start(buf, int(value.group(1))) if value else None
+    except msgspec.DecodeError as exc:
+        at = _AT_BYTE.search(str(exc))
+        return None, int(at.group(1)) if at else None
+    except RecursionError:
+        return None, None
+    return (decoded, None) if len(decoded) == lines else (None, None)
+
+
+def _nth_line_start(buf: bytes, n: int) -> int | None:
+    """Where line ``n`` (from 0) of ``buf`` starts, None past its end."""
+    pos = 0
+    find = buf.find
+    for _ in range(n):
+        pos = find(b"\n", pos) + 1
+        if pos == 0:
+            return None
+    return pos if pos < len(buf) else None
 
 
 # Keys that tie each line to its value when lines are parsed together (``_keyed_values``): with a part
@@ -540,15 +576,93 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
         starts, ends, blanks = found
         if len(buf) >= _POINTER_LINE_BYTES * len(starts):
             return _long_lines(buf, 0, len(buf), base, line_no, where, scan)
-        lines = _clean_short_lines(buf, len(starts))
+        lines, stopped_at = _decode_run(buf, len(starts))
         if lines is not None:
             if _DECODE_CLEAN_CHUNKS:
                 _decoded_lines(lines, buf, starts, ends, base, line_no, where, scan)
             else:
                 _marked_lines(buf, base, line_no, where, scan, set())
             return line_no + len(starts) + len(blanks)
-    # whole lines: one per newline
-    newlines = len(found[0]) + len(found[2]) if found is not None else _newlines(buf)
+        return _scan_refused(buf, base, line_no, where, scan, stopped_at)
+    return _scan_refused(buf, base, line_no, where, scan, None)
+
+
+def _scan_refused(
+    buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan, hint: int | None
+) -> int:
+    """``_scan_chunk`` for a chunk that is not clean throughout: a line not shaped like an object, or
+    one the decoders stopped at (``hint``: the offset where, if known).
+
+    Why not judge the whole chunk line by line: a bad line comes every few hundred kB in a large history,
+    and judging a 256 kB chunk line by line (simdjson's parse of the lines in halving groups, then a
+    search for the keys and a decoder call per usage line) cost ~6 times a clean chunk's one decoder
+    call. Here each run of lines shaped like objects is decoded in one call as a clean chunk is; where the
+    decoders stop, that one line is judged alone (``_refused_line``) and the lines on either side are
+    decoded again. A run whose decoders do not say where they stopped is judged the old way.
+    """
+    starts: list[int] = []
+    ends: list[int] = []
+    shaped: list[bool] = []
+    find = buf.find
+    begins = buf.startswith
+    finishes = buf.endswith
+    pos, n = 0, len(buf)
+    while pos < n:
+        le = find(b"\n", pos)
+        starts.append(pos)
+        ends.append(le)
+        shaped.append(begins(b"{", pos) and (finishes(b"}", pos, le) or finishes(b"}\r", pos, le)))
+        pos = le + 1
+    count = len(starts)
+    i = 0
+    while i < count:
+        if not shaped[i]:
+            _refused_line(buf[starts[i] : ends[i] + 1], base + starts[i], line_no + i + 1, where, scan)
+            i += 1
+            continue
+        j = i + 1
+        while j < count and shaped[j]:
+            j += 1
+        _scan_run(buf, starts, ends, i, j, base, line_no, where, scan, hint)
+        hint = None
+        i = j
+    return line_no + count
+
+
+def _scan_run(
+    buf: bytes, starts: list[int], ends: list[int], i: int, j: int, base: int, line_no: int,
+    where: _Where, scan: FileScan, hint: int | None,
+) -> None:
+    """Lines ``i``..``j - 1`` of ``buf`` (each shaped like an object; ``line_no`` is the number before
+    line 0): decoded in one call where they are clean, else split at the line the decoders stopped at."""
+    while i < j:
+        s, e = starts[i], ends[j - 1] + 1
+        sub = buf[s:e]
+        if hint is not None and s <= hint < e:
+            lines, stopped_at = None, hint - s  # the whole chunk's decoding stopped in this run
+        else:
+            lines, stopped_at = _decode_run(sub, j - i)
+        hint = None
+        if lines is not None:
+            if _DECODE_CLEAN_CHUNKS:
+                rel_starts = [a - s for a in starts[i:j]]
+                rel_ends = [b - s for b in ends[i:j]]
+                _decoded_lines(lines, sub, rel_starts, rel_ends, base + s, line_no + i, where, scan)
+            else:
+                _marked_lines(sub, base + s, line_no + i, where, scan, set())
+            return
+        if stopped_at is None:
+            _scan_judged(sub, base + s, line_no + i, where, scan)
+            return
+        k = min(max(bisect_right(starts, s + stopped_at, i, j) - 1, i), j - 1)  # the line it stopped in
+        if k > i:
+            _scan_run(buf, starts, ends, i, k, base, line_no, where, scan, None)
+        _refused_line(buf[starts[k] : ends[k] + 1], base + starts[k], line_no + k + 1, where, scan)
+        i = k + 1
+
+
+def _scan_judged(buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan) -> None:
+    """Whole lines ``buf`` judged line by line (``_bad_line_spans``), then searched for their keys."""
     bad_starts = set()
     counted, at_line = 0, line_no  # newlines counted once, from bad line to bad line (they come in order)
     for s, e in _bad_line_spans(buf):
@@ -557,7 +671,6 @@ def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileSc
         counted = s
         _bad(scan, where.path, at_line + 1, _reason(buf[s:e].rstrip(b"\r")))
     _marked_lines(buf, base, line_no, where, scan, bad_starts)
-    return line_no + newlines
 
 
 def _marked_lines(
