@@ -355,11 +355,11 @@ def _line_is_bad(line: bytes) -> bool:
 
 
 _SIMD_MAX_BYTES = 2 * LONG_CHUNK_BYTES
-# Chunks whose lines average this long ask the parsed document for their usage lines (~1 us a lookup)
-# instead of searching every byte for the keys (~0.5 ms a MB).
+# Chunks whose lines average this long are read a line at a time, each line's parsed object asked for
+# its usage block (~1 us a lookup) instead of searching every byte for the keys (~0.5 ms a MB).
 _POINTER_LINE_BYTES = 4 * 1024
-# Clean chunks of shorter lines are decoded whole (``_decoded_lines``); tests switch this off to compare
-# with the key search (``_marked_lines``), which judges the chunks that are not clean.
+# Clean runs of shorter lines are decoded whole (``_decoded_lines``); tests switch this off to compare
+# with the key search (``_marked_lines``), which also reads what ``_scan_judged`` judged.
 _DECODE_CLEAN_CHUNKS = True
 _simd = _thread._local()  # threading.local without importing threading (see store.ledger)
 
