@@ -887,3 +887,33 @@ def test_a_chunk_split_at_its_bad_lines_reads_as_one_judged_line_by_line(tmp_pat
         transcripts._scan_refused = real
     assert got == want
     assert got[3] == len(lines)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["{}", '{"a":1}', "{}\r", "", "{", "}", "x", "{}}", "{\r", " {}", "{} ", "\r"]),
+                min_size=1, max_size=12), st.booleans())
+def test_object_lines_finds_every_line_shaped_like_an_object(parts, final_newline):
+    """``_object_lines`` (the fast yes's first look at a chunk): where each line starts and ends and where
+    the blank lines are, or None when a line does not start with ``{`` and end with ``}`` (a CR before
+    the newline allowed), when the chunk starts with a blank line or lacks its final newline. The
+    expectation is computed here from ``split``."""
+    from ccledger.sources.transcripts import _object_lines
+
+    buf = ("\n".join(parts) + ("\n" if final_newline else "")).encode()
+    want: tuple[list[int], list[int], list[int]] | None = ([], [], [])
+    pos = 0
+    lines = buf.split(b"\n")[:-1] if buf.endswith(b"\n") else None
+    if lines is None or not buf.startswith(b"{"):
+        want = None
+    else:
+        for text in lines:
+            if not text and want[0]:
+                want[2].append(pos - 1)
+            elif text.startswith(b"{") and (text.endswith(b"}") or text.endswith(b"}\r")):
+                want[0].append(pos)
+                want[1].append(pos + len(text))
+            else:
+                want = None
+                break
+            pos += len(text) + 1
+    assert _object_lines(buf) == want

@@ -373,29 +373,32 @@ def _object_lines(buf: bytes) -> tuple[list[int], list[int], list[int]] | None:
     blank."""
     if not buf.startswith(b"{") or not buf.endswith(b"\n"):
         return None
+    # Bytes compared as integers (``{`` 123, ``}`` 125, CR 13, LF 10): indexing costs half of what a
+    # ``startswith`` or ``endswith`` call does, and this runs for every line of every chunk.
     starts = [0]
     line_ends: list[int] = []
     blanks: list[int] = []
     add = starts.append
     add_end = line_ends.append
-    begins = buf.startswith
-    ends = buf.endswith
     find = buf.find
     end = len(buf) - 1
     i = find(b"\n")
     while True:
-        if not (ends(b"}", 0, i) or ends(b"}\r", 0, i)):
+        c = buf[i - 1]  # i > 0: the chunk starts with "{"
+        if c != 125 and not (c == 13 and i > 1 and buf[i - 2] == 125):
             return None
         add_end(i)
         if i >= end:
             return starts, line_ends, blanks
         j = i + 1
-        while begins(b"\n", j):  # blank lines
+        c = buf[j]
+        while c == 10:  # blank lines
             blanks.append(j - 1)
             j += 1
-        if j > end:
-            return starts, line_ends, blanks
-        if not begins(b"{", j):
+            if j > end:
+                return starts, line_ends, blanks
+            c = buf[j]
+        if c != 123:
             return None
         add(j)
         i = find(b"\n", j)
