@@ -22,6 +22,7 @@ import os
 import re
 import sys
 from bisect import bisect_right
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -508,6 +509,21 @@ def _simd_parser() -> Any:
     return parser
 
 
+def _line_shapes(buf: bytes) -> Iterator[tuple[int, int, bool]]:
+    """(start, end before its newline, shaped like an object: ``{`` first, ``}`` last, a CR before the
+    newline allowed) for each line of ``buf``; a last line without a newline ends at the end."""
+    find = buf.find
+    begins = buf.startswith
+    ends = buf.endswith
+    pos, n = 0, len(buf)
+    while pos < n:
+        le = find(b"\n", pos)
+        if le == -1:
+            le = n
+        yield pos, le, begins(b"{", pos) and (ends(b"}", pos, le) or ends(b"}\r", pos, le))
+        pos = le + 1
+
+
 def _bad_line_spans(buf: bytes) -> list[tuple[int, int]]:
     """(start, end before the newline) of every line of ``buf`` (whole lines) that ``_line_is_bad``
     judges bad, in order: for a chunk the fast yes refused, without judging most lines one by one.
@@ -520,21 +536,13 @@ def _bad_line_spans(buf: bytes) -> list[tuple[int, int]]:
     """
     bad: list[tuple[int, int]] = []
     shaped: list[tuple[int, int]] = []
-    find = buf.find
-    begins = buf.startswith
-    ends = buf.endswith
-    pos, n = 0, len(buf)
-    while pos < n:
-        le = find(b"\n", pos)
-        if le == -1:
-            le = n
-        if begins(b"{", pos) and (ends(b"}", pos, le) or ends(b"}\r", pos, le)):
+    for pos, le, is_shaped in _line_shapes(buf):
+        if is_shaped:
             shaped.append((pos, le))
         else:
             line = buf[pos:le]
             if line.strip(_JSON_SPACE) and _line_is_bad(line):
                 bad.append((pos, le))
-        pos = le + 1
     groups = [shaped] if shaped else []
     while groups:
         group = groups.pop()
@@ -603,19 +611,10 @@ def _scan_refused(
     decoders stop, that one line is judged alone (``_refused_line``) and the lines on either side are
     decoded again. A run whose decoders do not say where they stopped is judged the old way.
     """
-    starts: list[int] = []
-    ends: list[int] = []
-    shaped: list[bool] = []
-    find = buf.find
-    begins = buf.startswith
-    finishes = buf.endswith
-    pos, n = 0, len(buf)
-    while pos < n:
-        le = find(b"\n", pos)
-        starts.append(pos)
-        ends.append(le)
-        shaped.append(begins(b"{", pos) and (finishes(b"}", pos, le) or finishes(b"}\r", pos, le)))
-        pos = le + 1
+    spans = list(_line_shapes(buf))
+    starts = [a for a, _, _ in spans]
+    ends = [b for _, b, _ in spans]
+    shaped = [ok for _, _, ok in spans]
     count = len(starts)
     i = 0
     while i < count:
