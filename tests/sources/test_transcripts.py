@@ -308,7 +308,7 @@ _BAD = [b"\x0c", b" \x0b ", b'{"a":', b'{"a":1', b"garbage", b"3", b"[1]", b'{"a
 def test_bulk_validation_finds_exactly_the_bad_lines(spec):
     """Chunk validation must single out every bad line, even one that only fails beside others (two
     fragments that form one value, an unterminated line that runs on into the next)."""
-    from ccledger.sources.transcripts import _bad_line_spans, _clean_short_lines, _keyed_values, _object_lines
+    from ccledger.sources.transcripts import _bad_line_spans, _decode_run, _keyed_values, _object_lines
 
     lines = [(_BAD if bad else _GOOD)[i % (len(_BAD) if bad else len(_GOOD))] for bad, i in spec]
     buf = b"".join(line + b"\n" for line in lines)
@@ -323,7 +323,7 @@ def test_bulk_validation_finds_exactly_the_bad_lines(spec):
     found = _object_lines(buf)
     if found is not None:
         starts, ends, blanks = found
-        short = _clean_short_lines(buf, len(starts)) is not None
+        short = _decode_run(buf, len(starts))[0] is not None
         for yes in (short, _keyed_values(buf, list(zip(starts, ends, strict=True))) is not None):
             if yes:
                 assert expected == [] and len(starts) + len(blanks) == len(lines)

@@ -405,12 +405,6 @@ def _object_lines(buf: bytes) -> tuple[list[int], list[int], list[int]] | None:
         i = find(b"\n", j)
 
 
-def _clean_short_lines(buf: bytes, lines: int) -> list[_ChunkLine] | None:
-    """Every line of ``buf`` decoded, when each line is one UTF-8 JSON object (the fast yes for a chunk
-    of short lines), else None (``_decode_run`` says where it stopped)."""
-    return _decode_run(buf, lines)[0]
-
-
 _AT_BYTE = re.compile(r"\(byte (\d+)\)$")
 _AT_VALUE = re.compile(r" - at `\$\[(\d+)\]")
 
@@ -568,18 +562,6 @@ def _simd_accepts(buf: bytes, lines: list[tuple[int, int]]) -> bool:
     return ok
 
 
-def _newlines(buf: bytes) -> int:
-    """``buf.count(b"\\n")``, faster: ``count`` tests every byte (~5 instructions a byte, a tenth of the
-    reader's whole cost), while ``find`` of one byte is ``memchr``; lines are hundreds of bytes long."""
-    n = 0
-    find = buf.find
-    i = find(b"\n")
-    while i != -1:
-        n += 1
-        i = find(b"\n", i + 1)
-    return n
-
-
 def _scan_chunk(buf: bytes, base: int, line_no: int, where: _Where, scan: FileScan) -> int:
     """Scan whole lines ``buf`` that start at file offset ``base`` and line ``line_no`` + 1."""
     found = _object_lines(buf) if len(buf) <= _SIMD_MAX_BYTES else None
@@ -710,7 +692,7 @@ def _decoded_lines(
     where: _Where, scan: FileScan,
 ) -> None:
     """``_marked_lines`` for a clean chunk of short lines, from every line decoded in one msgspec call
-    (``_clean_short_lines``): with hundreds of lines per chunk, a decoder call, a key search and a few
+    (``_decode_run``): with hundreds of lines per chunk, a decoder call, a key search and a few
     Python calls per usage line cost more than decoding the chunk's lines into structs at once (content
     is skipped, never built).
 
